@@ -1,0 +1,1 @@
+"""quantum-file-sync: a folder as a real-time synchronised file service."""

@@ -1,0 +1,189 @@
+"""Listeners: one aiohttp server per listen address, dispatching to whichever configured
+server currently owns that address (so a reload swaps routes without closing the socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from quantum.config import ServerConfig, TLSConfig
+from quantum.listen import ListenAddress
+from quantum.observe import HttpMetrics, access_logger, request_headers_for_log
+from quantum.provision import BuiltServer
+from quantum.routing import HANDLER_NAME_KEY
+
+log = structlog.get_logger("quantum.server")
+
+NOT_FOUND_HTML = (
+    "<!doctype html><html lang=en><head><meta charset=utf-8><title>404 Not Found</title>"
+    "</head><body><h1>404 Not Found</h1><p>Nothing is configured to answer this path.</p>"
+    '<p><a href="/">Go to the start page</a></p></body></html>'
+)
+
+
+def error_response(status: int, message: str, code: str) -> web.Response:
+    return web.json_response({"error": message, "code": code}, status=status)
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    if "text/html" in request.headers.get("Accept", ""):
+        return web.Response(status=404, text=NOT_FOUND_HTML, content_type="text/html")
+    return error_response(404, f"no route for {request.method} {request.path}", "not_found")
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    return web.Response(status=exc.status, reason=exc.reason, text=exc.text, headers=exc.headers)
+
+
+@dataclass(frozen=True)
+class ListenerKey:
+    address: ListenAddress
+    tls: TLSConfig | None
+
+
+class Dispatcher:
+    """The aiohttp handler of one listener."""
+
+    def __init__(self, key: ListenerKey, server: BuiltServer, metrics: HttpMetrics) -> None:
+        self.key = key
+        self.server = server
+        self.metrics = metrics
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._access = access_logger()
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        server = self.server  # one consistent snapshot per request, even across a reload
+        config: ServerConfig = server.config
+        name = config.name
+        started = time.perf_counter()
+        counted = request.headers.get("Upgrade", "").lower() != "websocket"
+        if counted:
+            self.in_flight += 1
+            self.idle.clear()
+        gauge = self.metrics.in_flight.labels(name)
+        gauge.inc()
+        status = 500
+        size = 0
+        response: web.StreamResponse | None = None
+        try:
+            try:
+                response = await server.routes.dispatch(request, not_found)
+            except web.HTTPException as exc:
+                response = _from_http_exception(exc)
+            except (asyncio.CancelledError, ConnectionResetError):
+                status = 499  # the client went away
+                raise
+            except Exception:
+                log.exception("handler failed", server=name, path=request.path)
+                response = error_response(500, "internal server error", "internal")
+            status = response.status
+            if not response.prepared:
+                await response.prepare(request)
+                await response.write_eof()
+            size = (
+                response.content_length
+                if response.content_length is not None
+                else response.body_length
+            )
+            return response
+        finally:
+            gauge.dec()
+            if counted:
+                self.in_flight -= 1
+                if self.in_flight == 0:
+                    self.idle.set()
+            elapsed = time.perf_counter() - started
+            handler = request.get(HANDLER_NAME_KEY, "none")
+            self.metrics.observe(name, handler, status, request.method, elapsed, size)
+            if config.access_log:
+                self._log(request, name, handler, status, size, elapsed)
+
+    def _log(
+        self,
+        request: web.Request,
+        server: str,
+        handler: str,
+        status: int,
+        size: int,
+        elapsed: float,
+    ) -> None:
+        extra: dict[str, Any] = {}
+        if self._access.is_enabled_for(10):  # DEBUG: include (redacted) headers
+            extra["headers"] = request_headers_for_log(request.headers)
+        self._access.info(
+            "request",
+            server=server,
+            handler=handler,
+            method=request.method,
+            path=request.path,
+            status=status,
+            bytes=size,
+            duration=round(elapsed, 6),
+            request_id=request.headers.get("X-Request-Id") or secrets.token_hex(8),
+            remote=request.remote,
+            **extra,
+        )
+
+
+def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.certificate_file), str(tls.key_file))
+    return context
+
+
+class Listener:
+    """One bound socket (TCPSite) with its own AppRunner."""
+
+    def __init__(self, dispatcher: Dispatcher, *, reuse_port: bool, grace: float) -> None:
+        self.dispatcher = dispatcher
+        config = dispatcher.server.config
+        app = web.Application(
+            handler_args={
+                "max_field_size": config.max_header_size,
+                "max_line_size": config.max_header_size,
+                "keepalive_timeout": config.idle_timeout,
+            },
+        )
+        app.router.add_route("*", "/{tail:.*}", dispatcher)
+        # Our own grace period runs before close(); this only bounds stragglers.
+        self.runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=min(grace, 1.0)
+        )
+        self.reuse_port = reuse_port
+        self.site: web.TCPSite | None = None
+
+    async def start(self) -> None:
+        key = self.dispatcher.key
+        await self.runner.setup()
+        self.site = web.TCPSite(
+            self.runner,
+            host=key.address.host,
+            port=key.address.port,
+            ssl_context=ssl_context(key.tls) if key.tls else None,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+        )
+        try:
+            await self.site.start()
+        except BaseException:
+            await self.runner.cleanup()
+            raise
+
+    async def stop_accepting(self) -> None:
+        if self.site is not None:
+            await self.site.stop()
+        server = self.runner.server
+        if server is not None:
+            server.pre_shutdown()
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
