@@ -50,10 +50,20 @@ class Runtime:
     async def load_file(self, path: Path) -> Config:
         """Load (first start) or reload from a file."""
         self.source = path
-        return await self.apply(load_config(path, self.validator))
+        try:
+            config = load_config(path, self.validator)
+        except ConfigError:
+            self.metrics.reload_ok.set(0)
+            raise
+        return await self.apply(config)
 
     async def load_data(self, data: Any) -> Config:
-        return await self.apply(parse_config(data, self.validator, source=self.source))
+        try:
+            config = parse_config(data, self.validator, source=self.source)
+        except ConfigError:
+            self.metrics.reload_ok.set(0)
+            raise
+        return await self.apply(config)
 
     async def apply(self, config: Config) -> Config:
         async with self._lock:

@@ -34,7 +34,7 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> 
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
-def test_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SUPPORT_DIR), env.get("PYTHONPATH")]))
     env.setdefault("QUANTUM_PLUGINS", "testkit_plugin")
@@ -62,7 +62,7 @@ class QuantumProcess:
         self.config_path = workdir / f"{name}.json"
         self.log_path = workdir / f"{name}.log"
         self.args = args
-        self.env = test_env(env)
+        self.env = child_env(env)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -125,7 +125,15 @@ class QuantumProcess:
         self.stop()
 
 
-def run_quantum(*args: str, cwd: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_quantum(
+    *args: str, cwd: Path | None = None, timeout: float = 30, env_plugins: str = "testkit_plugin"
+) -> subprocess.CompletedProcess[str]:
+    """Run a ``quantum`` subcommand to completion (``env_plugins`` = ``$QUANTUM_PLUGINS``)."""
     return subprocess.run(
-        [*QUANTUM, *args], cwd=cwd, env=test_env(), capture_output=True, text=True, timeout=timeout
+        [*QUANTUM, *args],
+        cwd=cwd,
+        env=child_env({"QUANTUM_PLUGINS": env_plugins}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
