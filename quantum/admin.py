@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,7 +23,10 @@ def admin_app(runtime: Runtime) -> web.Application:
     async def load(request: web.Request) -> web.Response:
         if request.content_type != "application/json":
             return web.json_response(
-                {"error": "Content-Type must be application/json", "code": "unsupported_media_type"},
+                {
+                    "error": "Content-Type must be application/json",
+                    "code": "unsupported_media_type",
+                },
                 status=415,
             )
         body = await request.text()

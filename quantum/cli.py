@@ -58,15 +58,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sub.add_parser("schema", help="print the config JSON Schema", description="Print the "
-                   "composed config JSON Schema (core + installed plugins).")
+    sub.add_parser(
+        "schema",
+        help="print the config JSON Schema",
+        description="Print the composed config JSON Schema (core + installed plugins).",
+    )
     sub.add_parser("version", help="print the version", description="Print the version.")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] not in COMMANDS and args_list[0] not in {"-h", "--help", "--version"}:
+    if (
+        args_list
+        and args_list[0] not in COMMANDS
+        and args_list[0] not in {"-h", "--help", "--version"}
+    ):
         args_list.insert(0, "run")
     parser = _parser()
     args = parser.parse_args(args_list)

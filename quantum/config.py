@@ -118,9 +118,12 @@ class Validator:
             close = difflib.get_close_matches(str(error.instance), names, n=1)
             message += f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(names)}"
         elif error.validator == "enum" and path and path[-1] == "matcher":
-            message = f"unknown matcher {error.instance!r}; known: {', '.join(self.registry.matchers)}"
+            message = (
+                f"unknown matcher {error.instance!r}; known: {', '.join(self.registry.matchers)}"
+            )
         elif error.validator == "pattern" and isinstance(error.instance, str):
-            message = f"{error.instance!r} is not valid here ({error.schema.get('description', 'expected pattern ' + str(error.validator_value))})"
+            hint = error.schema.get("description", f"expected pattern {error.validator_value}")
+            message = f"{error.instance!r} is not valid here ({hint})"
         elif error.validator == "oneOf" and "description" in error.schema:
             message = f"{error.instance!r} is not valid: expected {error.schema['description']}"
         return ConfigIssue(json_path(path), message)
@@ -245,7 +248,9 @@ class _Normaliser:
             path = f"{base}[{i}]"
             match = None
             if "match" in route:
-                match = tuple(self.matcher_set(m, f"{path}.match[{j}]") for j, m in enumerate(route["match"]))
+                match = tuple(
+                    self.matcher_set(m, f"{path}.match[{j}]") for j, m in enumerate(route["match"])
+                )
             handle = tuple(route.get("handle", []))
             for j, handler in enumerate(handle):
                 self._check_nested(handler, f"{path}.handle[{j}]")
@@ -271,7 +276,9 @@ class _Normaliser:
                     re.compile(value["pattern"])
                 except re.error as exc:
                     self.issues.append(
-                        ConfigIssue(f"{path}.path_regexp.pattern", f"invalid regular expression: {exc}")
+                        ConfigIssue(
+                            f"{path}.path_regexp.pattern", f"invalid regular expression: {exc}"
+                        )
                     )
             if name == "not" and isinstance(value, list):
                 for k, inner in enumerate(value):

@@ -1,4 +1,4 @@
-"""Durations in config: ``"10s"``, ``"5m"``, ``"1h30m"``, ``"7d"``, ``"250ms"`` or a number of seconds."""
+"""Durations in config: ``"10s"``, ``"5m"``, ``"1h30m"``, ``"7d"``, ``"250ms"`` or seconds."""
 
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ class ProvisionContext:
     """The application's metrics registry (one per running Quantum, shared across reloads)."""
     logger: structlog.stdlib.BoundLogger
     config_dir: Path
-    """Directory of the config file; relative paths in options stay relative to the CWD like Caddy."""
+    """Directory of the config file (relative paths in options stay relative to the CWD)."""
     build_routes: Callable[[Sequence[Mapping[str, Any]], str], Awaitable[RouteChain]]
     """Compile nested routes (``subroute``): ``await build_routes(routes, json_path)``."""
     contributed_routes: list[ContributedRoute] = field(default_factory=list)

@@ -32,7 +32,9 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
-def configure(level: str = "INFO", *, json: bool | None = None, stream: TextIO | None = None) -> None:
+def configure(
+    level: str = "INFO", *, json: bool | None = None, stream: TextIO | None = None
+) -> None:
     """(Re)configure logging for the whole process."""
     out = stream or sys.stderr
     numeric = LEVELS[level.upper()]

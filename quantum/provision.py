@@ -158,9 +158,7 @@ class Builder:
             server_name=server.name,
             config_path=path,
             registry=self.metrics,
-            logger=structlog.get_logger(f"quantum.handler.{spec.name}").bind(
-                server=server.name
-            ),
+            logger=structlog.get_logger(f"quantum.handler.{spec.name}").bind(server=server.name),
             config_dir=config.config_dir,
             build_routes=build_routes,
         )

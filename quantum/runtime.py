@@ -116,9 +116,7 @@ class Runtime:
             if key in wanted:
                 listener.dispatcher.server = wanted[key]
         removed = [listener for key, listener in self.listeners.items() if key not in wanted]
-        self.listeners = {
-            key: self.listeners.get(key) or started[key] for key in wanted
-        }
+        self.listeners = {key: self.listeners.get(key) or started[key] for key in wanted}
         self.build = new
         for listener in removed:
             await listener.stop_accepting()

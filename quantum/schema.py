@@ -89,7 +89,7 @@ def compose(registry: PluginRegistry) -> dict[str, Any]:
                     "level": {"enum": LOG_LEVELS + [lv.lower() for lv in LOG_LEVELS]},
                     "logs": {
                         "type": "object",
-                        "description": "Caddy's form: {\"default\": {\"level\": \"INFO\"}}",
+                        "description": 'Caddy\'s form: {"default": {"level": "INFO"}}',
                         "additionalProperties": {
                             "type": "object",
                             "properties": {

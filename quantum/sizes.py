@@ -40,5 +40,5 @@ def parse_size(value: int | str) -> int:
         raise ValueError(f'invalid size {value!r} (use e.g. "64KiB", "100MB")')
     unit = (match.group(2) or "").lower()
     if unit and not unit.endswith("b"):
-        unit += "b" if unit.endswith("i") else "b"
+        unit += "b"
     return int(float(match.group(1)) * _UNITS[unit])

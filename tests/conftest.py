@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
-from tests.support.processes import QuantumProcess, free_port  # noqa: E402
+from tests.support.processes import QuantumProcess, free_port
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ from tests.support.processes import run_quantum
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["list-plugins"], ["schema"], ["version"]])
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["validate"], ["list-plugins"], ["schema"], ["version"]]
+)
 def test_help_for_every_command(command: list[str]) -> None:
     result = run_quantum(*command, "--help")
     assert result.returncode == 0

@@ -18,9 +18,7 @@ def server(routes: list[Any] | None = None, listen: list[str] | None = None) -> 
         "admin": {"disabled": True},
         "apps": {
             "http": {
-                "servers": {
-                    "s": {"listen": listen or ["127.0.0.1:9"], "routes": routes or []}
-                }
+                "servers": {"s": {"listen": listen or ["127.0.0.1:9"], "routes": routes or []}}
             }
         },
     }
@@ -137,7 +135,9 @@ def test_invalid_config_is_one_line_with_path(
     assert any(expected in line for line in lines), lines
 
 
-def test_every_problem_is_reported_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_problem_is_reported_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = server(
         [{"handle": [{"handler": "testkit_slep"}, {"handler": "testkit_sleep", "x": 1}]}],
         listen=["nowhere"],
@@ -193,14 +193,25 @@ def test_failed_provision_is_cleaned_up_and_reported(
     record = tmp_path / "record.txt"
     handlers = [
         {"handler": "testkit_lifecycle", "record": str(record), "name": "first"},
-        {"handler": "testkit_lifecycle", "record": str(record), "name": "bad", "fail_in": "provision"},
+        {
+            "handler": "testkit_lifecycle",
+            "record": str(record),
+            "name": "bad",
+            "fail_in": "provision",
+        },
     ]
     path = tmp_path / "config.json"
     path.write_text(json.dumps(server([{"handle": handlers}])))
     assert main(["validate", "--config", str(path)]) == 2
     assert "handle[1]: testkit_lifecycle: told to fail in provision" in capsys.readouterr().err
     events = record.read_text().split()
-    assert events == ["first:provision", "first:validate", "bad:provision", "bad:cleanup", "first:cleanup"]
+    assert events == [
+        "first:provision",
+        "first:validate",
+        "bad:provision",
+        "bad:cleanup",
+        "first:cleanup",
+    ]
 
 
 def test_run_with_invalid_config_binds_nothing(tmp_path: Path) -> None:

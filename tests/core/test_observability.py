@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import QUANTUM, QuantumProcess, free_port, child_env, wait_for_port
+from tests.support.processes import QUANTUM, QuantumProcess, child_env, free_port, wait_for_port
 
 
 def config(port: int, admin: int | None = None, **logging: Any) -> dict[str, Any]:
@@ -29,7 +29,9 @@ def config(port: int, admin: int | None = None, **logging: Any) -> dict[str, Any
                         "routes": [
                             {
                                 "match": [{"path": ["/hello"]}],
-                                "handle": [{"handler": "testkit_sleep", "seconds": 0, "body": "hi"}],
+                                "handle": [
+                                    {"handler": "testkit_sleep", "seconds": 0, "body": "hi"}
+                                ],
                             }
                         ],
                     }
@@ -61,7 +63,9 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return out
 
 
-def test_metrics_parse_and_count_requests(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+def test_metrics_parse_and_count_requests(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     port, admin = free_port(), free_port()
     server = quantum_factory(config(port, admin), tmp_path, port=port).start()
     wait_for_port(admin)
@@ -73,8 +77,12 @@ def test_metrics_parse_and_count_requests(quantum_factory: type[QuantumProcess],
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics") as response:
         text = response.read().decode()
     values = samples(text)
-    ok = frozenset({("server", "web"), ("handler", "testkit_sleep"), ("code", "200"), ("method", "GET")})
-    missing = frozenset({("server", "web"), ("handler", "none"), ("code", "404"), ("method", "GET")})
+    ok = frozenset(
+        {("server", "web"), ("handler", "testkit_sleep"), ("code", "200"), ("method", "GET")}
+    )
+    missing = frozenset(
+        {("server", "web"), ("handler", "none"), ("code", "404"), ("method", "GET")}
+    )
     assert values[("quantum_http_requests_total", ok)] == 8
     assert values[("quantum_http_requests_total", missing)] == 3
     assert values[("quantum_http_request_duration_seconds_count", ok)] == 8
@@ -96,7 +104,9 @@ def access_lines(server: QuantumProcess) -> list[dict[str, Any]]:
     return lines
 
 
-def test_one_json_access_line_per_request(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+def test_one_json_access_line_per_request(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     port = free_port()
     server = quantum_factory(config(port), tmp_path, port=port).start()
     assert get(f"{server.url}/hello") == 200
@@ -106,19 +116,28 @@ def test_one_json_access_line_per_request(quantum_factory: type[QuantumProcess],
     assert len(lines) == 2
     first = lines[0]
     assert {k: first[k] for k in ("server", "handler", "method", "path", "status", "bytes")} == {
-        "server": "web", "handler": "testkit_sleep", "method": "GET", "path": "/hello",
-        "status": 200, "bytes": 2,
+        "server": "web",
+        "handler": "testkit_sleep",
+        "method": "GET",
+        "path": "/hello",
+        "status": 200,
+        "bytes": 2,
     }
     assert first["duration"] >= 0
     assert len(first["request_id"]) == 16
     assert lines[1]["status"] == 404
 
 
-def test_debug_logs_redact_credentials(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+def test_debug_logs_redact_credentials(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     port = free_port()
     server = quantum_factory(config(port, level="DEBUG"), tmp_path, port=port).start()
     secret = "Bearer super-secret-token"
-    get(f"{server.url}/hello", headers={"Authorization": secret, "Cookie": "session=abc123", "X-Seen": "yes"})
+    get(
+        f"{server.url}/hello",
+        headers={"Authorization": secret, "Cookie": "session=abc123", "X-Seen": "yes"},
+    )
     time.sleep(0.2)
     (line,) = access_lines(server)
     headers = line["headers"]
@@ -129,9 +148,13 @@ def test_debug_logs_redact_credentials(quantum_factory: type[QuantumProcess], tm
     assert "abc123" not in server.logs()
 
 
-def test_log_level_flag_overrides_config(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+def test_log_level_flag_overrides_config(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     port = free_port()
-    server = quantum_factory(config(port), tmp_path, port=port, args=("--log-level", "ERROR")).start()
+    server = quantum_factory(
+        config(port), tmp_path, port=port, args=("--log-level", "ERROR")
+    ).start()
     get(f"{server.url}/hello")
     time.sleep(0.2)
     assert access_lines(server) == []
@@ -143,8 +166,12 @@ def test_console_logs_on_a_terminal(tmp_path: Path) -> None:
     path.write_text(json.dumps(config(port)))
     controller, child = pty.openpty()
     proc = subprocess.Popen(
-        [*QUANTUM, "run", "--config", str(path)], stdin=child, stdout=child, stderr=child,
-        env=child_env(), cwd=tmp_path,
+        [*QUANTUM, "run", "--config", str(path)],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env=child_env(),
+        cwd=tmp_path,
     )
     os.close(child)
     try:

@@ -15,8 +15,14 @@ import pytest
 from tests.support.processes import QuantumProcess, free_port, wait_for_port
 
 
-def config(port: int, body: str, *, admin: int | None = None, extra_listen: list[str] | None = None,
-           ws_tag: str = "echo:") -> dict[str, Any]:
+def config(
+    port: int,
+    body: str,
+    *,
+    admin: int | None = None,
+    extra_listen: list[str] | None = None,
+    ws_tag: str = "echo:",
+) -> dict[str, Any]:
     return {
         "admin": {"listen": f"127.0.0.1:{admin}"} if admin else {"disabled": True},
         "apps": {
@@ -54,7 +60,9 @@ def body_of(url: str) -> str:
         return str(response.read().decode())
 
 
-def test_sighup_reloads_and_bad_config_keeps_old(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+def test_sighup_reloads_and_bad_config_keeps_old(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     port = free_port()
     server = quantum_factory(config(port, "one"), tmp_path, port=port).start()
     assert body_of(server.url) == "one"
@@ -70,7 +78,9 @@ def test_sighup_reloads_and_bad_config_keeps_old(quantum_factory: type[QuantumPr
     assert "unknown handler 'nope'" in server.logs()
 
 
-def test_watch_reloads_when_the_file_changes(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+def test_watch_reloads_when_the_file_changes(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     port = free_port()
     server = quantum_factory(config(port, "one"), tmp_path, port=port, args=("--watch",)).start()
     time.sleep(0.5)  # let the watcher start
@@ -78,7 +88,9 @@ def test_watch_reloads_when_the_file_changes(quantum_factory: type[QuantumProces
     wait_until(lambda: body_of(server.url) == "watched")
 
 
-async def test_reload_under_load_fails_no_request(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+async def test_reload_under_load_fails_no_request(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     port, admin = free_port(), free_port()
     server = quantum_factory(config(port, "v0", admin=admin), tmp_path, port=port).start()
     wait_for_port(admin)
@@ -126,7 +138,7 @@ async def test_websocket_survives_reload_and_listeners_follow_config(
     quantum_factory: type[QuantumProcess], tmp_path: Path
 ) -> None:
     port, extra, admin = free_port(), free_port(), free_port()
-    server = quantum_factory(config(port, "a", admin=admin), tmp_path, port=port).start()
+    quantum_factory(config(port, "a", admin=admin), tmp_path, port=port).start()
     wait_for_port(admin)
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
@@ -139,16 +151,22 @@ async def test_websocket_survives_reload_and_listeners_follow_config(
             assert await ws.receive_str() == "echo:still there"
             async with session.get(f"http://127.0.0.1:{extra}/") as response:
                 assert await response.text() == "b"
-            async with session.post(f"http://127.0.0.1:{admin}/load", json=config(port, "c", admin=admin)) as response:
+            async with session.post(
+                f"http://127.0.0.1:{admin}/load", json=config(port, "c", admin=admin)
+            ) as response:
                 assert response.status == 200
             with pytest.raises(aiohttp.ClientConnectorError):
-                async with session.get(f"http://127.0.0.1:{extra}/", timeout=aiohttp.ClientTimeout(total=2)):
+                async with session.get(
+                    f"http://127.0.0.1:{extra}/", timeout=aiohttp.ClientTimeout(total=2)
+                ):
                     pass
             await ws.send_str("and again")
             assert await ws.receive_str() == "echo:and again"
 
 
-async def test_admin_load_requires_json(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+async def test_admin_load_requires_json(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     port, admin = free_port(), free_port()
     quantum_factory(config(port, "a", admin=admin), tmp_path, port=port).start()
     wait_for_port(admin)
@@ -156,18 +174,26 @@ async def test_admin_load_requires_json(quantum_factory: type[QuantumProcess], t
         async with session.post(f"http://127.0.0.1:{admin}/load", data="x") as response:
             assert response.status == 415
         async with session.post(
-            f"http://127.0.0.1:{admin}/load", data="{nope", headers={"Content-Type": "application/json"}
+            f"http://127.0.0.1:{admin}/load",
+            data="{nope",
+            headers={"Content-Type": "application/json"},
         ) as response:
             assert response.status == 400
             assert "invalid JSON" in json.dumps(await response.json())
 
 
-def test_busy_admin_address_is_a_warning(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+def test_busy_admin_address_is_a_warning(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     admin = free_port()
     port1, port2 = free_port(), free_port()
-    first = quantum_factory(config(port1, "first", admin=admin), tmp_path, port=port1, name="one").start()
+    first = quantum_factory(
+        config(port1, "first", admin=admin), tmp_path, port=port1, name="one"
+    ).start()
     wait_for_port(admin)
-    second = quantum_factory(config(port2, "second", admin=admin), tmp_path, port=port2, name="two").start()
+    second = quantum_factory(
+        config(port2, "second", admin=admin), tmp_path, port=port2, name="two"
+    ).start()
     assert body_of(second.url) == "second"
     wait_until(lambda: "admin endpoint not started" in second.logs())
     assert first.proc is not None and first.proc.poll() is None

@@ -44,7 +44,9 @@ async def fetch(url: str, **kwargs: Any) -> tuple[int, str]:
         return response.status, await response.text()
 
 
-async def test_several_servers_and_addresses(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+async def test_several_servers_and_addresses(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     a1, a2, b1 = free_port(), free_port(), free_port()
     listen_a = [f"127.0.0.1:{a1}", f":{a2}"]
     if ipv6_available():
@@ -66,10 +68,26 @@ async def test_several_servers_and_addresses(quantum_factory: type[QuantumProces
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -102,7 +120,9 @@ async def test_graceful_shutdown_finishes_in_flight_requests(
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
-async def test_grace_period_is_finite(quantum_factory: type[QuantumProcess], tmp_path: Path) -> None:
+async def test_grace_period_is_finite(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
     port = free_port()
     config = make_config(
         {"slow": sleep_server([f"127.0.0.1:{port}"], "never", seconds=60)}, grace_period="1s"
@@ -136,13 +156,17 @@ MALFORMED = [
     pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", id="header without colon"),
     pytest.param(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", id="unknown version"),
     pytest.param(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", id="huge request line"),
-    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", id="huge header"),
+    pytest.param(
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", id="huge header"
+    ),
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", id="negative length"),
     pytest.param(
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
         id="length and chunked",
     ),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", id="bad chunk"),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", id="bad chunk"
+    ),
     pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", id="NUL in header"),
 ]
 
@@ -162,5 +186,7 @@ def test_malformed_requests_get_4xx_and_server_stays_up(plain_server: Any, paylo
     answer = raw_exchange(port, payload)
     status_line = answer.split(b"\r\n", 1)[0]
     assert re.match(rb"HTTP/1\.[01] 4\d\d ", status_line), answer[:200]
-    assert raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").endswith(b"ok")
+    assert raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").endswith(
+        b"ok"
+    )
     assert server.proc is not None and server.proc.poll() is None
