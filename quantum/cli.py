@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -163,11 +163,16 @@ def _run(plugins: PluginRegistry, args: argparse.Namespace) -> int:
         logs.configure(config.log_level)
     if config.workers > 1 and args.worker is None:
         return _supervise(args, config)
-    with contextlib.suppress(ImportError):
-        import uvloop
+    return int(_event_loop_runner()(_serve(plugins, args, config)))
 
-        uvloop.install()
-    return asyncio.run(_serve(plugins, args, config))
+
+def _event_loop_runner() -> Any:
+    """uvloop when installed (a dependency on Linux and macOS), else asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
 
 
 async def _serve(plugins: PluginRegistry, args: argparse.Namespace, config: Config) -> int:

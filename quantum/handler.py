@@ -18,6 +18,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from quantum.pool import UsagePool
+
 Next = Callable[[web.Request], Awaitable[web.StreamResponse]]
 """Continue with the rest of the handler chain (and then the following matching routes)."""
 
@@ -99,6 +101,9 @@ class ProvisionContext:
     """Directory of the config file (relative paths in options stay relative to the CWD)."""
     build_routes: Callable[[Sequence[Mapping[str, Any]], str], Awaitable[RouteChain]]
     """Compile nested routes (``subroute``): ``await build_routes(routes, json_path)``."""
+    shared: UsagePool = field(default_factory=UsagePool)
+    """Resources shared with other handlers and across reloads (one pool per running Quantum):
+    ``await ctx.shared.acquire(key, create)``, released in ``cleanup``."""
     contributed_routes: list[ContributedRoute] = field(default_factory=list)
 
     def add_route(self, paths: Sequence[str], handler: Handler) -> None:

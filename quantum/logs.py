@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import structlog
@@ -32,14 +33,31 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+@dataclass(frozen=True)
+class LogSettings:
+    level: int
+    json: bool
+    stream: TextIO
+
+
+_settings = LogSettings(LEVELS["INFO"], json=True, stream=sys.stderr)
+
+
+def settings() -> LogSettings:
+    """What :func:`configure` last set (the access log follows it)."""
+    return _settings
+
+
 def configure(
     level: str = "INFO", *, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
     """(Re)configure logging for the whole process."""
+    global _settings
     out = stream or sys.stderr
     numeric = LEVELS[level.upper()]
     if json is None:
         json = not out.isatty()
+    _settings = LogSettings(numeric, json, out)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -92,10 +91,6 @@ class HttpMetrics:
         children[0].inc()
         children[1].observe(seconds)
         children[2].observe(size)
-
-
-def access_logger() -> Any:
-    return structlog.get_logger("quantum.access")
 
 
 def request_headers_for_log(headers: Any) -> dict[str, str]:

@@ -20,6 +20,7 @@ from quantum.config import Config, RouteConfig, ServerConfig, normalise_routes
 from quantum.errors import ConfigError, ConfigIssue
 from quantum.handler import ContributedRoute, Handler, ProvisionContext
 from quantum.plugins import PluginRegistry
+from quantum.pool import UsagePool
 from quantum.routing import CompiledRoute, NamedHandler, Routes, compile_matcher_sets
 
 log = structlog.get_logger("quantum.provision")
@@ -60,9 +61,11 @@ class Builder:
         plugins: PluginRegistry,
         metrics: CollectorRegistry,
         previous: Build | None = None,
+        shared: UsagePool | None = None,
     ) -> None:
         self.plugins = plugins
         self.metrics = metrics
+        self.shared = shared or UsagePool()
         self.previous = previous.handlers if previous else {}
         self.used: dict[str, ProvisionedHandler] = {}
         self.created: list[Handler] = []
@@ -161,6 +164,7 @@ class Builder:
             logger=structlog.get_logger(f"quantum.handler.{spec.name}").bind(server=server.name),
             config_dir=config.config_dir,
             build_routes=build_routes,
+            shared=self.shared,
         )
         self.created.append(handler)
         self.names[id(handler)] = spec.name

@@ -15,10 +15,12 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry
 
+from quantum.access_log import AccessLog
 from quantum.config import Config, Validator, load_config, parse_config
 from quantum.errors import BindError, ConfigError, ConfigIssue
 from quantum.observe import HttpMetrics, new_registry
 from quantum.plugins import PluginRegistry
+from quantum.pool import UsagePool
 from quantum.provision import Build, Builder, cleanup_unused
 from quantum.server import Dispatcher, Listener, ListenerKey
 
@@ -39,6 +41,8 @@ class Runtime:
         self.metrics = HttpMetrics(self.registry)
         self.reuse_port = reuse_port
         self.build: Build | None = None
+        self.shared = UsagePool()
+        self.access_log = AccessLog()
         self.listeners: dict[ListenerKey, Listener] = {}
         self._lock = asyncio.Lock()
         self.source: Path | None = None
@@ -78,7 +82,7 @@ class Runtime:
 
     async def _apply(self, config: Config) -> None:
         old = self.build
-        new = await Builder(self.plugins, self.registry, old).build(config)
+        new = await Builder(self.plugins, self.registry, old, self.shared).build(config)
         wanted = {
             ListenerKey(address, server.config.tls): server
             for server in new.servers.values()
@@ -90,7 +94,7 @@ class Runtime:
                 if key in self.listeners:
                     continue
                 listener = Listener(
-                    Dispatcher(key, server, self.metrics),
+                    Dispatcher(key, server, self.metrics, self.access_log),
                     reuse_port=self.reuse_port,
                     grace=config.grace_period,
                 )
@@ -150,3 +154,4 @@ class Runtime:
                 await listener.close()
             self.listeners = {}
             self.build = None
+            self.access_log.flush()

@@ -13,9 +13,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from quantum.access_log import AccessLog
 from quantum.config import ServerConfig, TLSConfig
 from quantum.listen import ListenAddress
-from quantum.observe import HttpMetrics, access_logger, request_headers_for_log
+from quantum.observe import HttpMetrics, request_headers_for_log
 from quantum.provision import BuiltServer
 from quantum.routing import HANDLER_NAME_KEY
 
@@ -51,14 +52,16 @@ class ListenerKey:
 class Dispatcher:
     """The aiohttp handler of one listener."""
 
-    def __init__(self, key: ListenerKey, server: BuiltServer, metrics: HttpMetrics) -> None:
+    def __init__(
+        self, key: ListenerKey, server: BuiltServer, metrics: HttpMetrics, access_log: AccessLog
+    ) -> None:
         self.key = key
+        self.access_log = access_log
         self.server = server
         self.metrics = metrics
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        self._access = access_logger()
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         server = self.server  # one consistent snapshot per request, even across a reload
@@ -116,22 +119,23 @@ class Dispatcher:
         size: int,
         elapsed: float,
     ) -> None:
-        extra: dict[str, Any] = {}
-        if self._access.is_enabled_for(10):  # DEBUG: include (redacted) headers
-            extra["headers"] = request_headers_for_log(request.headers)
-        self._access.info(
-            "request",
-            server=server,
-            handler=handler,
-            method=request.method,
-            path=request.path,
-            status=status,
-            bytes=size,
-            duration=round(elapsed, 6),
-            request_id=request.headers.get("X-Request-Id") or secrets.token_hex(8),
-            remote=request.remote,
-            **extra,
-        )
+        access = self.access_log
+        if not access.enabled:
+            return
+        fields: dict[str, Any] = {
+            "server": server,
+            "handler": handler,
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "bytes": size,
+            "duration": round(elapsed, 6),
+            "request_id": request.headers.get("X-Request-Id") or secrets.token_hex(8),
+            "remote": request.remote,
+        }
+        if access.with_headers:
+            fields["headers"] = request_headers_for_log(request.headers)
+        access.record(fields)
 
 
 def ssl_context(tls: TLSConfig) -> ssl.SSLContext:

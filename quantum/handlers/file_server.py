@@ -1,0 +1,303 @@
+"""``file_server``: serve static files read-only (Caddy's ``file_server``).
+
+The request path is cleaned (``..`` cannot climb out of ``root``) and joined to ``root``.
+Directories are served through an index file (with a canonical redirect to the trailing-slash
+URL) or listed when ``browse`` is set. Files get ``ETag``, ``Last-Modified``, ``Accept-Ranges``,
+conditional requests (304/412), single and multiple ranges (206/416) and ``HEAD``.
+
+Speed: one ``os.stat`` per request; files up to 64 KiB are answered from a bounded in-memory
+cache validated by that stat, larger ones are sent with ``sendfile``. Like Caddy, symlinks inside
+``root`` are followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import stat
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+
+from quantum.handler import Handler, HandlerSpec, Next, ProvisionContext
+from quantum.handlers import browse
+from quantum.handlers.conditional import Decision, Outcome, evaluate
+from quantum.handlers.content_types import content_type_for
+from quantum.handlers.file_cache import FileCache
+from quantum.handlers.responses import BareResponse, redirect
+from quantum.handlers.sendfile import SendfileResponse
+from quantum.matchers import clean_path, glob_regex
+
+SCHEMA: Mapping[str, Any] = {
+    "type": "object",
+    "properties": {
+        "root": {
+            "type": "string",
+            "description": "Directory to serve (relative to the working directory); default '.'.",
+        },
+        "index_names": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "description": "Files served for a directory, first found wins "
+            "(default index.html, index.txt).",
+        },
+        "hide": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "description": "Files never served or listed: a name (glob) hides that name in any "
+            "directory; a path (with '/') hides it and everything under it.",
+        },
+        "browse": {
+            "type": "object",
+            "properties": {},
+            "additionalProperties": False,
+            "description": "List directories without an index file: JSON when the client accepts "
+            "application/json, HTML otherwise.",
+        },
+        "canonical_uris": {
+            "type": "boolean",
+            "default": True,
+            "description": "Redirect (308) directory URLs without a trailing slash to add it.",
+        },
+        "pass_thru": {
+            "type": "boolean",
+            "default": False,
+            "description": "Continue with the next handler instead of answering 404.",
+        },
+        "status_code": {
+            "oneOf": [
+                {"type": "integer", "minimum": 100, "maximum": 999},
+                {"type": "string", "pattern": "^[0-9]{3}$"},
+            ],
+            "description": "Status of successful (otherwise 200) whole-file responses.",
+        },
+    },
+}
+
+DEFAULT_INDEX_NAMES = ("index.html", "index.txt")
+_GET_OR_HEAD = frozenset(("GET", "HEAD"))
+_MULTIPART_MAX = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Representation:
+    """What a stat of a file determines: validators and the headers of a 200."""
+
+    size: int
+    mtime: int
+    etag: str
+    content_type: str | None
+    headers: CIMultiDict[str]
+
+
+def _base36(value: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        value, rem = divmod(value, 36)
+        out = digits[rem] + out
+        if not value:
+            return out
+
+
+def describe(filename: str, st: os.stat_result) -> Representation:
+    etag = f'"{_base36(st.st_mtime_ns)}{_base36(st.st_size)}"'
+    content_type = content_type_for(filename)
+    headers: CIMultiDict[str] = CIMultiDict()
+    headers[hdrs.ACCEPT_RANGES] = "bytes"
+    if content_type is not None:
+        headers[hdrs.CONTENT_TYPE] = content_type
+    headers[hdrs.ETAG] = etag
+    headers[hdrs.LAST_MODIFIED] = formatdate(st.st_mtime, usegmt=True)
+    return Representation(st.st_size, int(st.st_mtime), etag, content_type, headers)
+
+
+def compile_hide(patterns: Sequence[str]) -> Callable[[str], bool]:
+    """Caddy's ``hide``: a name (no ``/``) is globbed against every path component; a path hides
+    itself and what is below it, or is globbed against the whole path."""
+    if not patterns:
+        return lambda filename: False
+    names: list[str] = []
+    paths: list[str] = []
+    for pattern in patterns:
+        if "/" in pattern:
+            paths.append(os.path.abspath(pattern) if "*" not in pattern else pattern)
+        else:
+            names.append(glob_regex(pattern))
+    name_regex = re.compile("(?:" + "|".join(names) + r")\Z", re.S) if names else None
+    path_globs = [re.compile(glob_regex(p) + r"\Z", re.S) for p in paths]
+    prefixes = tuple(p.rstrip("/") + "/" for p in paths)
+
+    def hidden(filename: str) -> bool:
+        if name_regex is not None and any(
+            name_regex.match(part) for part in filename.split("/") if part
+        ):
+            return True
+        if prefixes and (filename + "/").startswith(prefixes):
+            return True
+        return any(glob.match(filename) for glob in path_globs)
+
+    return hidden
+
+
+class FileServer(Handler):
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        root = options.get("root", ".")
+        if "{" in root:
+            raise ValueError("root: placeholders are not supported, use a fixed directory")
+        self.root = os.path.abspath(root)
+        self._prefix = self.root.rstrip("/")
+        self._index_names = tuple(options.get("index_names", DEFAULT_INDEX_NAMES))
+        self._hidden = compile_hide(options.get("hide", []))
+        self._browse = "browse" in options
+        self._canonical = bool(options.get("canonical_uris", True))
+        self._pass_thru = bool(options.get("pass_thru", False))
+        self._status = int(options.get("status_code", 200))
+        self._cache: FileCache[Representation] = FileCache(describe)
+
+    async def provision(self, ctx: ProvisionContext) -> None:
+        if not os.path.isdir(self.root):
+            # Like Caddy, not an error: the directory may appear later; until then, 404s.
+            ctx.logger.warning("file_server root is not a directory", root=self.root)
+
+    async def serve(self, request: web.Request, next: Next) -> web.StreamResponse:
+        path = request.path
+        if "\x00" in path:
+            return BareResponse(status=400)
+        filename = self._prefix + clean_path(path)
+        try:
+            st = os.stat(filename)
+        except (FileNotFoundError, NotADirectoryError):
+            return await self._not_found(request, next)
+        except PermissionError:
+            return BareResponse(status=403)
+        except OSError:
+            return BareResponse(status=500)
+        implicit_index = False
+        if stat.S_ISDIR(st.st_mode):
+            for index_name in self._index_names:
+                candidate = filename.rstrip("/") + "/" + index_name
+                if self._hidden(candidate):
+                    continue
+                try:
+                    st = os.stat(candidate)
+                except OSError:
+                    continue
+                filename, implicit_index = candidate, True
+                break
+        if stat.S_ISDIR(st.st_mode):
+            if self._browse and not self._hidden(filename.rstrip("/") or "/"):
+                return await self._listing(request, filename)
+            return await self._not_found(request, next)
+        if self._hidden(filename) or not stat.S_ISREG(st.st_mode):
+            return await self._not_found(request, next)  # also FIFOs, devices, sockets
+        if implicit_index and self._canonical and not path.endswith("/"):
+            return redirect(request, request.rel_url.raw_path + "/")
+        if request.method not in _GET_OR_HEAD:
+            return BareResponse(status=405, headers={hdrs.ALLOW: "GET, HEAD"})
+        return self._file(request, filename, st)
+
+    def _file(self, request: web.Request, filename: str, st: os.stat_result) -> web.StreamResponse:
+        body: bytes | None = None
+        if st.st_size <= self._cache.max_file_size:
+            entry = self._cache.get(filename, st)
+            if entry is not None:
+                rep, body = entry.meta, entry.body
+            else:
+                rep = describe(filename, st)
+        else:
+            rep = describe(filename, st)
+        decision = evaluate(request.method, request.headers, rep.etag, rep.mtime, rep.size)
+        if decision.outcome is Outcome.FULL:
+            if body is not None:
+                return BareResponse(status=self._status, body=body, headers=rep.headers)
+            return SendfileResponse(filename, 0, rep.size, status=self._status, headers=rep.headers)
+        return self._conditional(filename, rep, body, decision)
+
+    def _conditional(
+        self, filename: str, rep: Representation, body: bytes | None, decision: Decision
+    ) -> web.StreamResponse:
+        outcome = decision.outcome
+        if outcome is Outcome.NOT_MODIFIED:
+            return BareResponse(status=304, headers={hdrs.ETAG: rep.etag})
+        if outcome is Outcome.PRECONDITION_FAILED:
+            headers_412 = rep.headers.copy()
+            del headers_412[hdrs.ACCEPT_RANGES]
+            return BareResponse(status=412, headers=headers_412)
+        if outcome is Outcome.UNSATISFIABLE:
+            error_headers = {
+                hdrs.CONTENT_TYPE: "text/plain; charset=utf-8",
+                "X-Content-Type-Options": "nosniff",
+                hdrs.ETAG: rep.etag,
+                hdrs.LAST_MODIFIED: rep.headers[hdrs.LAST_MODIFIED],
+            }
+            if decision.no_overlap:
+                error_headers[hdrs.CONTENT_RANGE] = f"bytes */{rep.size}"
+            body_416 = (decision.message + "\n").encode()
+            return web.Response(status=416, body=body_416, headers=error_headers)
+        headers = rep.headers.copy()
+        if len(decision.ranges) == 1:
+            start, length = decision.ranges[0]
+            headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{start + length - 1}/{rep.size}"
+            if body is not None:
+                return BareResponse(status=206, body=body[start : start + length], headers=headers)
+            return SendfileResponse(filename, start, length, status=206, headers=headers)
+        return self._multipart(filename, rep, body, decision.ranges, headers)
+
+    def _multipart(
+        self,
+        filename: str,
+        rep: Representation,
+        body: bytes | None,
+        ranges: Sequence[tuple[int, int]],
+        headers: CIMultiDict[str],
+    ) -> web.StreamResponse:
+        if body is not None:
+            chunks = [body[start : start + length] for start, length in ranges]
+        elif sum(length for _, length in ranges) > _MULTIPART_MAX:
+            # Too much to assemble in memory: ignoring Range is allowed (RFC 9110 14.2).
+            return SendfileResponse(filename, 0, rep.size, status=self._status, headers=rep.headers)
+        else:
+            with open(filename, "rb") as file:
+                chunks = [os.pread(file.fileno(), length, start) for start, length in ranges]
+        boundary = secrets.token_hex(30)
+        parts: list[bytes] = []
+        for index, ((start, length), chunk) in enumerate(zip(ranges, chunks, strict=True)):
+            head = ("\r\n" if index else "") + f"--{boundary}\r\n"
+            head += f"Content-Range: bytes {start}-{start + length - 1}/{rep.size}\r\n"
+            if rep.content_type is not None:
+                head += f"Content-Type: {rep.content_type}\r\n"
+            parts += [(head + "\r\n").encode(), chunk]
+        parts.append(f"\r\n--{boundary}--\r\n".encode())
+        headers[hdrs.CONTENT_TYPE] = f"multipart/byteranges; boundary={boundary}"
+        return web.Response(status=206, body=b"".join(parts), headers=headers)
+
+    async def _listing(self, request: web.Request, directory: str) -> web.StreamResponse:
+        if self._canonical and not request.path.endswith("/"):
+            return redirect(request, request.rel_url.raw_path + "/")
+        try:
+            entries = await asyncio.to_thread(browse.read_directory, directory, self._hidden)
+        except PermissionError:
+            return BareResponse(status=403)
+        except OSError:
+            return BareResponse(status=404)
+        return browse.listing_response(request, entries)
+
+    async def _not_found(self, request: web.Request, next: Next) -> web.StreamResponse:
+        if self._pass_thru:
+            return await next(request)
+        return BareResponse(status=404)
+
+
+SPEC = HandlerSpec(
+    name="file_server",
+    schema=SCHEMA,
+    factory=FileServer,
+    description="Serves static files read-only, with ranges, validators and directory listings.",
+)
