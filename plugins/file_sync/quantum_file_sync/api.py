@@ -1,0 +1,317 @@
+"""The HTTP API under ``/api`` (contract: DESIGN.md, reference: docs/api.md).
+
+Paths inside URLs are taken from the *raw* request path and percent-decoded here, strictly
+(aiohttp's decoded ``request.path`` keeps invalid UTF-8 escaped), then validated by
+:mod:`quantum_file_sync.paths`. Every error is JSON ``{"error", "code"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from quantum_file_sync import errors, paths
+from quantum_file_sync.changelog import ChangeLog
+from quantum_file_sync.download import etag_of, file_response, parse_etags
+from quantum_file_sync.errors import ApiError, error_response
+from quantum_file_sync.index import walk
+from quantum_file_sync.metadata import HashCache, StatKey, file_metadata
+from quantum_file_sync.operations import FileMetadata
+from quantum_file_sync.paths import PathError, SafeRoot
+from quantum_file_sync.recorder import FileMetrics
+from quantum_file_sync.storage import Preconditions, Storage
+
+PREFIX = "/api"
+FILES = "/files/"
+MAX_LIST_LIMIT = 100_000
+MAX_CLIENT_ID = 256
+CLIENT_HEADER = "X-Quantum-Client"
+
+Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FileEndpoint = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    411: "length_required",
+    412: "precondition_failed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+class FileApi:
+    def __init__(
+        self,
+        *,
+        root: SafeRoot,
+        storage: Storage,
+        changelog: ChangeLog,
+        hashes: HashCache,
+        metrics: FileMetrics,
+        enable_upload: bool,
+        max_upload_size: int,
+        openapi: Mapping[str, Any],
+    ) -> None:
+        self.root = root
+        self.storage = storage
+        self.changelog = changelog
+        self.hashes = hashes
+        self.metrics = metrics
+        self.enable_upload = enable_upload
+        self.max_upload_size = max_upload_size
+        self._openapi = json.dumps(openapi, separators=(",", ":")).encode()
+        self._routes: dict[str, dict[str, Endpoint]] = {
+            "/list": {hdrs.METH_GET: self.list_files, hdrs.METH_HEAD: self.list_files},
+            "/changes": {hdrs.METH_GET: self.changes, hdrs.METH_HEAD: self.changes},
+            "/mkdir": {hdrs.METH_POST: self.mkdir},
+            "/move": {hdrs.METH_POST: self.move},
+            "/openapi.json": {hdrs.METH_GET: self.openapi, hdrs.METH_HEAD: self.openapi},
+        }
+        self._file_routes: dict[str, FileEndpoint] = {
+            hdrs.METH_GET: self.get_file,
+            hdrs.METH_HEAD: self.get_file,
+            hdrs.METH_PUT: self.put_file,
+            hdrs.METH_DELETE: self.delete_file,
+        }
+
+    @staticmethod
+    def is_public(request: web.Request) -> bool:
+        """Endpoints answered without a token (the API description holds no data)."""
+        return request.rel_url.raw_path == PREFIX + "/openapi.json"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._dispatch(request)
+        except ApiError as error:
+            return error.response()
+        except PathError as error:
+            return error_response(error.status, error.code, error.message)
+        except web.HTTPException as error:  # e.g. a body over aiohttp's client_max_size
+            code = _STATUS_CODES.get(error.status, "error")
+            return error_response(error.status, code, error.reason)
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        route = request.rel_url.raw_path[len(PREFIX) :]
+        method = request.method
+        if route.startswith(FILES):
+            rel = paths.validate(paths.decode_url_path(route[len(FILES) :]))
+            file_endpoint = self._file_routes.get(method)
+            if file_endpoint is None:
+                raise _method_not_allowed(self._file_routes)
+            return await file_endpoint(request, rel)
+        methods = self._routes.get(route)
+        if methods is None:
+            raise errors.not_found(f"no API endpoint {route or '/'}")
+        endpoint = methods.get(method)
+        if endpoint is None:
+            raise _method_not_allowed(methods)
+        return await endpoint(request)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def list_files(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        rel = paths.validate(query.get("path", ""), allow_root=True)
+        recursive = _boolean(query, "recursive", default=True)
+        limit = _integer(query, "limit", minimum=1, maximum=MAX_LIST_LIMIT)
+        after = _decode_cursor(query["cursor"], rel) if "cursor" in query else None
+        epoch = self.changelog.epoch
+        seq = await self.changelog.head()  # before the walk: replay from here misses nothing
+        files, last = await asyncio.to_thread(self._list_page, rel, recursive, after, limit)
+        body: dict[str, Any] = {
+            "epoch": epoch,
+            "seq": seq,
+            "files": [metadata.to_json() for metadata in files],
+        }
+        if last is not None:
+            body["next"] = _encode_cursor(last)
+        return web.json_response(body)
+
+    def _list_page(
+        self, rel: str, recursive: bool, after: tuple[str, ...] | None, limit: int | None
+    ) -> tuple[list[FileMetadata], str | None]:
+        try:
+            with self.root.open_directory(rel):
+                pass  # exists, is a directory, reached without links
+        except FileNotFoundError:
+            raise errors.not_found(f"directory {rel!r} does not exist") from None
+        except NotADirectoryError:
+            raise errors.conflict(f"{rel!r} is not a directory", "not_a_directory") from None
+        files: list[FileMetadata] = []
+        for child, st in walk(self.root, rel, recursive=recursive, after=after):
+            if limit is not None and len(files) == limit:
+                return files, files[-1].path
+            digest = None
+            if stat.S_ISREG(st.st_mode):
+                digest = self.hashes.get(StatKey.of(st))
+                if digest is None:
+                    try:
+                        st, digest = self.hashes.hash_file(self.root.join(child))
+                    except OSError:
+                        continue  # gone or replaced while listing
+            files.append(file_metadata(child, st, digest))
+        return files, None
+
+    async def get_file(self, request: web.Request, rel: str) -> web.StreamResponse:
+        download = await asyncio.to_thread(self.storage.open_for_read, rel)
+        return file_response(request, rel, download, self.metrics.bytes_downloaded.inc)
+
+    async def changes(self, request: web.Request) -> web.StreamResponse:
+        since = _integer(request.query, "since", minimum=0) or 0
+        epoch = request.query.get("epoch")
+        events = await self.changelog.replay(epoch, since) if epoch else None
+        current = self.changelog.epoch
+        head = await self.changelog.head()
+        if events:
+            head = max(head, events[-1].seq)
+        operations = ",".join(event.frame for event in events or ())
+        body = (
+            f'{{"epoch":{json.dumps(current)},"seq":{head},'
+            f'"recovered":{"true" if events is not None else "false"},'
+            f'"operations":[{operations}]}}'
+        )
+        return web.Response(text=body, content_type="application/json")
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=self._openapi, content_type="application/json")
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _require_upload(self) -> None:
+        if not self.enable_upload:
+            raise errors.forbidden("this server is read-only (enable_upload is false)")
+
+    async def put_file(self, request: web.Request, rel: str) -> web.StreamResponse:
+        self._require_upload()
+        if request.content_length is not None and request.content_length > self.max_upload_size:
+            raise ApiError(413, "too_large", f"uploads are limited to {self.max_upload_size} bytes")
+        preconditions = Preconditions(
+            if_match=parse_etags(request.headers.get(hdrs.IF_MATCH)),
+            if_none_match=parse_etags(request.headers.get(hdrs.IF_NONE_MATCH)),
+        )
+        result = await self.storage.put(
+            rel,
+            request.content.iter_any(),
+            preconditions,
+            _source_client(request),
+            self.max_upload_size,
+            self.metrics.bytes_uploaded.inc,
+        )
+        metadata = result.metadata
+        return web.json_response(
+            metadata.to_json(),
+            status=201 if result.created else 200,
+            headers={hdrs.ETAG: etag_of(metadata.hash or "")},
+        )
+
+    async def delete_file(self, request: web.Request, rel: str) -> web.StreamResponse:
+        self._require_upload()
+        if_match = parse_etags(request.headers.get(hdrs.IF_MATCH))
+        await self.storage.delete(rel, if_match, _source_client(request))
+        return web.Response(status=204)
+
+    async def mkdir(self, request: web.Request) -> web.StreamResponse:
+        self._require_upload()
+        body = await _json_object(request)
+        rel = paths.validate(_field(body, "path"))
+        result = await self.storage.mkdir(rel, _source_client(request))
+        return web.json_response(result.metadata.to_json(), status=201 if result.created else 200)
+
+    async def move(self, request: web.Request) -> web.StreamResponse:
+        self._require_upload()
+        body = await _json_object(request)
+        source = paths.validate(_field(body, "from"))
+        target = paths.validate(_field(body, "to"))
+        metadata = await self.storage.move(source, target, _source_client(request))
+        return web.json_response(metadata.to_json())
+
+
+# -- request parsing ---------------------------------------------------------------------------
+
+
+def _method_not_allowed(methods: Mapping[str, object]) -> ApiError:
+    allowed = ", ".join(sorted(methods))
+    return ApiError(405, "method_not_allowed", f"allowed methods: {allowed}", {hdrs.ALLOW: allowed})
+
+
+def _source_client(request: web.Request) -> str | None:
+    value = request.headers.get(CLIENT_HEADER)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_CLIENT_ID or not value.isprintable():
+        raise errors.bad_request(
+            f"{CLIENT_HEADER} must be 1-{MAX_CLIENT_ID} printable characters", "bad_client_id"
+        )
+    return value
+
+
+def _boolean(query: Mapping[str, str], key: str, *, default: bool) -> bool:
+    value = query.get(key)
+    if value is None:
+        return default
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise errors.bad_request(f"{key} must be true or false")
+
+
+def _integer(
+    query: Mapping[str, str], key: str, *, minimum: int, maximum: int | None = None
+) -> int | None:
+    value = query.get(key)
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit():
+        raise errors.bad_request(f"{key} must be a non-negative integer")
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        upper = f" and {maximum}" if maximum is not None else ""
+        raise errors.bad_request(f"{key} must be between {minimum}{upper}")
+    return number
+
+
+def _encode_cursor(rel: str) -> str:
+    return base64.urlsafe_b64encode(rel.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, directory: str) -> tuple[str, ...]:
+    try:
+        rel = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        paths.validate(rel)
+    except (ValueError, binascii.Error, UnicodeDecodeError, PathError):
+        raise errors.bad_request("invalid cursor", "bad_cursor") from None
+    if not paths.is_within(rel, directory) or rel == directory:
+        raise errors.bad_request("cursor does not belong to this listing", "bad_cursor")
+    return tuple(rel.split("/"))
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.bad_request("the body must be a JSON object", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise errors.bad_request("the body must be a JSON object", "invalid_json")
+    return body
+
+
+def _field(body: Mapping[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise errors.bad_request(f"{key!r} must be a string")
+    return value

@@ -1,0 +1,205 @@
+"""``realtime-sync-client``: the command line (reference: docs/sync-client.md).
+
+    realtime-sync-client --server URL --local-path DIR [--realtime] [--initial-sync]
+                         [--client-id ID] [--token TOKEN] [--ignore GLOB]... [-v | -q]
+
+Without ``--realtime``: one reconciliation pass, then exit. With it: the pass, then keep both
+sides in sync until SIGINT/SIGTERM. ``--initial-sync`` makes the first pass a full listing merge
+even when the server's journal could replay what was missed. Exit statuses: :class:`ExitCode`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from quantum_file_sync.client.exit_codes import ClientExit, ExitCode
+from quantum_file_sync.client.progress import Progress, SyncStats
+from quantum_file_sync.client.sync import ClientOptions, RealtimeSyncClient
+
+PROG = "realtime-sync-client"
+TOKEN_ENV = "QUANTUM_TOKEN"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Two-way sync of a local folder with a Quantum file_sync server.",
+        epilog=(
+            "Without --realtime: one reconciliation pass, then exit. With --realtime: keep "
+            "syncing until interrupted. Exit statuses: 0 ok, 3 server unreachable, 4 "
+            "authentication failed, 5 invalid local path, 6 mass-delete guard tripped, 7 some "
+            "paths not synced, 8 not a file_sync server. See docs/sync-client.md."
+        ),
+    )
+    parser.add_argument("--server", required=True, metavar="URL", help="e.g. http://localhost:8080")
+    parser.add_argument(
+        "--local-path", required=True, type=Path, metavar="DIR", help="the folder to sync"
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="after the first pass, keep syncing both ways as changes happen",
+    )
+    parser.add_argument(
+        "--initial-sync",
+        action="store_true",
+        help="make the first pass a full listing merge even when the journal could replay",
+    )
+    parser.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="this folder's client id (default: generated once per folder and kept)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        metavar="TOKEN",
+        help=f"bearer token for the server (default: ${TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave matching paths alone (repeatable; also read from DIR/.quantumignore)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="parallel transfers (default: 8)",
+    )
+    parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="do not stop when most tracked files (or all of them) disappear at once",
+    )
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="heartbeat interval; a silent connection is dropped after 3 intervals",
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="log every transfer")
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", help="log warnings and errors only"
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+class _LogSink:
+    """structlog output that goes above the progress bar when one is shown."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def msg(self, message: str) -> None:
+        self.progress.write(message + "\n")
+
+    log = debug = info = warn = warning = error = critical = exception = msg
+
+
+def configure_logging(level: int, progress: Progress, stream: TextIO) -> Any:
+    renderer: Any
+    if stream.isatty():
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=lambda *_: _LogSink(progress),
+        cache_logger_on_first_use=False,
+    )
+    return structlog.get_logger(PROG)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stream = sys.stderr
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    options = ClientOptions(
+        server=args.server,
+        local_path=args.local_path,
+        realtime=args.realtime,
+        initial_sync=args.initial_sync,
+        client_id=args.client_id,
+        token=args.token or None,
+        ignore=tuple(args.ignore),
+        concurrency=args.concurrency,
+        allow_mass_delete=args.allow_mass_delete,
+        progress=stream.isatty() and not args.quiet,
+        ping_interval=args.ping_interval,
+    )
+    client = RealtimeSyncClient(options, log=None)
+    client.log = configure_logging(level, client.progress, stream)
+    try:
+        stats = asyncio.run(_run(client))
+    except ClientExit as exc:
+        print(f"{PROG}: {exc.message}", file=stream)
+        return int(exc.code)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=stream)
+        return int(ExitCode.INTERRUPTED)
+    return _finish(client, stats, args.quiet, stream)
+
+
+async def _run(client: RealtimeSyncClient) -> SyncStats:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, client.stop)
+    try:
+        return await client.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _finish(client: RealtimeSyncClient, stats: SyncStats, quiet: bool, stream: TextIO) -> int:
+    if quiet:
+        pass
+    elif stream.isatty():
+        print(f"{PROG}: {stats.summary()}", file=stream)
+    else:
+        client.log.info("summary", **stats.fields())
+    if client.interrupted and not client.options.realtime:
+        print(f"{PROG}: interrupted before the pass completed", file=stream)
+        return int(ExitCode.INTERRUPTED)
+    if stats.errors and stats.errors == stats.unreachable:
+        print(f"{PROG}: lost the connection to {client.options.server}", file=stream)
+        return int(ExitCode.SERVER_UNREACHABLE)
+    if stats.errors or stats.refused:
+        print(
+            f"{PROG}: {stats.errors + stats.refused} paths could not be synced (see the log)",
+            file=stream,
+        )
+        return int(ExitCode.INCOMPLETE)
+    return int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,410 @@
+"""The local folder: scanning, probing (stat, hash only when needed), safe writes.
+
+Every write goes through here and keeps three promises:
+
+- never outside the folder: paths are canonical relative paths (validated by the caller with the
+  server's own rule, :func:`quantum_file_sync.paths.validate`) and no directory on the way may be
+  a symbolic link;
+- never half a file: downloads land in ``.quantum-sync/tmp/``, are hashed while written, and
+  are renamed into place only when the SHA-256 matches (:class:`TempDownload`);
+- never over something unseen: :meth:`LocalTree.install`, :meth:`remove_file`, :meth:`move_aside`
+  first re-check that the target is still exactly what the decision was based on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import errno
+import hashlib
+import itertools
+import os
+import stat
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from quantum_file_sync.client.ignore import IgnoreRules
+from quantum_file_sync.client.merge import Version
+from quantum_file_sync.client.state import BaseEntry
+from quantum_file_sync.paths import PathError, validate
+
+CHUNK = 1024 * 1024
+INLINE_HASH_LIMIT = 256 * 1024
+"""Smaller files are hashed on the event loop: a thread hop would cost more than the hash."""
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+RACY_WINDOW_NS = 2_000_000_000
+"""A file modified this recently may change again within one timestamp tick without its
+size or mtime changing ("racy git"): its stat identity is not trusted, it is re-hashed."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatKey:
+    """The identity of one version of a local entry: a change of any field means re-hash."""
+
+    is_dir: bool
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> StatKey:
+        is_dir = stat.S_ISDIR(st.st_mode)
+        return cls(is_dir, 0 if is_dir else st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def matches(self, base: BaseEntry) -> bool:
+        return (
+            self.is_dir == base.is_dir
+            and self.size == base.size
+            and self.mtime_ns == base.mtime_ns
+            and self.inode == base.inode
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LocalState:
+    """What the folder holds at a path right now."""
+
+    key: StatKey
+    hash: str | None
+
+    @property
+    def version(self) -> Version:
+        return Version(self.key.is_dir, self.hash)
+
+
+class Unsupported:
+    """A symbolic link, socket, FIFO or device: never synced, never touched."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+class FileUnstable(Exception):
+    """The file changed while it was being read: it is still being written."""
+
+
+class UnsafeLocalPath(Exception):
+    """Writing there would leave the folder (a symbolic link on the way) or clobber a
+    non-directory standing where a directory is needed."""
+
+
+class TargetChanged(Exception):
+    """The re-check just before a write found the target different from what was decided on."""
+
+
+Probe = LocalState | Unsupported | None
+
+
+def parse_modified(modified: str) -> int | None:
+    """RFC 3339 → ns since the epoch (``None`` when unparsable)."""
+    try:
+        moment = datetime.fromisoformat(modified.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
+
+
+def sha256_file(path: str, expect: StatKey | None = None) -> tuple[str, StatKey]:
+    """Hash a regular file without following links; raises :class:`FileUnstable` if it changes
+    (or differs from ``expect``) while being read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        before = StatKey.of(os.fstat(fd))
+        if expect is not None and before != expect:
+            raise FileUnstable(path)
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, CHUNK):
+            digest.update(chunk)
+        after = os.stat(path, follow_symlinks=False)
+    finally:
+        os.close(fd)
+    if StatKey.of(after) != before:
+        raise FileUnstable(path)
+    return digest.hexdigest(), before
+
+
+class LocalTree:
+    def __init__(self, root: Path, tmp_dir: Path, ignore: IgnoreRules) -> None:
+        self.root = root
+        self._root = str(root)
+        self.tmp_dir = tmp_dir
+        self.ignore = ignore
+        self._hashes: dict[str, tuple[StatKey, str]] = {}
+        self._hard_links = True
+
+    def abs(self, rel: str) -> str:
+        return os.path.join(self._root, rel)
+
+    def stat_key(self, rel: str) -> StatKey | None:
+        try:
+            return StatKey.of(os.lstat(self.abs(rel)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.abs(rel))
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def probe(self, rel: str, base: BaseEntry | None) -> Probe:
+        """The current local state of ``rel``; hashes only when the stat identity differs from
+        the base (or is too recent to trust)."""
+        try:
+            st = os.lstat(self.abs(rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return LocalState(StatKey.of(st), None)
+        if not stat.S_ISREG(st.st_mode):
+            return Unsupported("symbolic link" if stat.S_ISLNK(st.st_mode) else "special file")
+        key = StatKey.of(st)
+        trusted = key.mtime_ns < time.time_ns() - RACY_WINDOW_NS
+        if trusted and base is not None and key.matches(base):
+            return LocalState(key, base.hash)
+        cached = self._hashes.get(rel)
+        if trusted and cached is not None and cached[0] == key:
+            return LocalState(key, cached[1])
+        if key.size <= INLINE_HASH_LIMIT:
+            digest, key = sha256_file(self.abs(rel), key)
+        else:
+            digest, key = await asyncio.to_thread(sha256_file, self.abs(rel), key)
+        self._hashes[rel] = (key, digest)
+        return LocalState(key, digest)
+
+    def forget_hash(self, rel: str) -> None:
+        self._hashes.pop(rel, None)
+
+    def scan(self) -> tuple[dict[str, StatKey], list[tuple[str, str]]]:
+        """Every syncable entry below the root → its stat identity, plus ``(path, reason)`` for
+        entries that cannot be synced (links, special files, names the server refuses)."""
+        found: dict[str, StatKey] = {}
+        skipped: list[tuple[str, str]] = []
+        stack = [""]
+        while stack:
+            directory = stack.pop()
+            try:
+                entries = list(os.scandir(self.abs(directory) if directory else self._root))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except PermissionError as exc:
+                skipped.append((directory, f"cannot read directory: {exc.strerror}"))
+                continue
+            for entry in entries:
+                rel = f"{directory}/{entry.name}" if directory else entry.name
+                if self.ignore.ignores(rel):
+                    continue
+                problem = name_problem(rel)
+                if problem is not None:
+                    skipped.append((rel, problem))
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(rel)
+                elif not stat.S_ISREG(st.st_mode):
+                    kind = "symbolic link" if stat.S_ISLNK(st.st_mode) else "special file"
+                    skipped.append((rel, f"{kind}s are not synced"))
+                    continue
+                found[rel] = StatKey.of(st)
+        return found, skipped
+
+    def walk_dir(self, rel: str) -> list[str]:
+        """Every syncable path below directory ``rel`` (for a directory that appeared)."""
+        found: list[str] = []
+        stack = [rel]
+        while stack:
+            directory = stack.pop()
+            try:
+                entries = list(os.scandir(self.abs(directory)))
+            except OSError:
+                continue
+            for entry in entries:
+                child = f"{directory}/{entry.name}"
+                if self.ignore.ignores(child) or name_problem(child) is not None:
+                    continue
+                found.append(child)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(child)
+        return found
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def unchanged(self, rel: str, expected: StatKey | None) -> bool:
+        """The re-check before a write: is ``rel`` still exactly as decided on?"""
+        return self.stat_key(rel) == expected
+
+    def ensure_parents(self, rel: str) -> None:
+        """Create the directories leading to ``rel``, refusing to pass through a link."""
+        parts = rel.split("/")[:-1]
+        current = self._root
+        for part in parts:
+            current = os.path.join(current, part)
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(current)
+                st = os.lstat(current)
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafeLocalPath(f"{rel}: {current} is a symbolic link")
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafeLocalPath(f"{rel}: {current} is not a directory")
+
+    def install(
+        self, download: TempDownload, rel: str, expected: StatKey | None, mtime_ns: int | None
+    ) -> StatKey:
+        """Rename a verified download into place, if ``rel`` is still ``expected``.
+
+        A new file is linked in (``link`` never overwrites: whatever appeared meanwhile wins
+        and the decision is made again); an existing one is re-checked, then replaced."""
+        self.ensure_parents(rel)
+        target = self.abs(rel)
+        if mtime_ns is not None:
+            os.utime(download.path, ns=(mtime_ns, mtime_ns))
+        if expected is None and self._hard_links:
+            try:
+                os.link(download.path, target, follow_symlinks=False)
+            except FileExistsError:
+                raise TargetChanged(rel) from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                self._hard_links = False  # this filesystem cannot: check, then rename
+            else:
+                os.unlink(download.path)
+                download.installed = True
+                return self._installed(rel, download)
+        if not self.unchanged(rel, expected):
+            raise TargetChanged(rel)
+        os.replace(download.path, target)
+        download.installed = True
+        return self._installed(rel, download)
+
+    def _installed(self, rel: str, download: TempDownload) -> StatKey:
+        key = StatKey.of(os.lstat(self.abs(rel)))
+        self._hashes[rel] = (key, download.hexdigest())
+        return key
+
+    def make_dir(self, rel: str) -> StatKey:
+        self.ensure_parents(rel)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.abs(rel))
+        key = self.stat_key(rel)
+        if key is None or not key.is_dir:
+            raise TargetChanged(rel)
+        return key
+
+    def remove_file(self, rel: str, expected: StatKey) -> None:
+        if not self.unchanged(rel, expected):
+            raise TargetChanged(rel)
+        os.unlink(self.abs(rel))
+        self._hashes.pop(rel, None)
+
+    def remove_dir(self, rel: str) -> bool:
+        """Remove an empty directory; ``False`` when it still has entries."""
+        try:
+            os.rmdir(self.abs(rel))
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            raise
+        return True
+
+    def move(self, src: str, dst: str, expected: StatKey | None) -> None:
+        """Rename ``src`` to ``dst`` (which must not exist), if ``src`` is still ``expected``."""
+        self.ensure_parents(dst)
+        if expected is not None and not self.unchanged(src, expected):
+            raise TargetChanged(src)
+        if self.exists(dst):
+            raise TargetChanged(dst)
+        os.rename(self.abs(src), self.abs(dst))
+        cached = self._hashes.pop(src, None)
+        if cached is not None:
+            self._hashes[dst] = cached
+
+
+def flush_to_disk(root: Path) -> None:
+    """Make every write to the folder's filesystem durable (``syncfs``; ``sync`` elsewhere).
+
+    One call per batch of downloads instead of one ``fsync`` per file. Blocking."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
+def name_problem(rel: str) -> str | None:
+    """Why the server would refuse ``rel`` as a path (``None`` if it is acceptable)."""
+    try:
+        validate(rel)
+    except PathError as exc:
+        return exc.message
+    return None
+
+
+class TempDownload:
+    """A file being downloaded into ``.quantum-sync/tmp/``, hashed as it is written.
+
+    :meth:`write` may run in a worker thread (one call at a time): large downloads hash and
+    write there while the event loop keeps reading the socket."""
+
+    _names = itertools.count()
+
+    def __init__(self, tmp_dir: Path) -> None:
+        while True:
+            self.path = os.path.join(tmp_dir, f"download-{os.getpid()}-{next(self._names)}")
+            try:
+                self._fd = os.open(self.path, _TEMP_FLAGS, 0o644)
+                break
+            except FileExistsError:
+                continue
+        self._digest = hashlib.sha256()
+        self.size = 0
+        self.inode = os.fstat(self._fd).st_ino
+        self.installed = False
+        self._closed = False
+
+    def write(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._digest.update(chunk)
+        self.size += len(chunk)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+    def finish(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self._fd)
+
+    def discard(self) -> None:
+        self.finish()
+        if not self.installed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def __enter__(self) -> TempDownload:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.discard()

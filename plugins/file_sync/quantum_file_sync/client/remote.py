@@ -1,0 +1,395 @@
+"""The file_sync HTTP API as seen by the client (one shared keep-alive ``ClientSession``).
+
+Every path the server sends back is checked with the server's own rule
+(:func:`quantum_file_sync.paths.validate`): a hostile or broken server cannot make the client
+write outside its folder. Uploads carry ``X-Quantum-Client`` and a precondition — ``If-Match``
+with the hash the client last saw, or ``If-None-Match: *`` for a path it believes free — so the
+server refuses (412) rather than overwrite a version the client has not seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+
+from quantum_file_sync.client.exit_codes import AuthFailed, BadServer
+from quantum_file_sync.client.local import (
+    CHUNK,
+    INLINE_HASH_LIMIT,
+    FileUnstable,
+    StatKey,
+    TempDownload,
+)
+from quantum_file_sync.client.remote_view import RemoteEntry
+from quantum_file_sync.client.state import Cursor
+from quantum_file_sync.client.urls import api_url, file_url
+from quantum_file_sync.operations import ChangeEvent, FileMetadata, operation_paths
+from quantum_file_sync.paths import PathError, validate
+
+INLINE_UPLOAD_LIMIT = 4 * 1024 * 1024
+"""Smaller files are read, verified and sent from memory; larger ones are streamed."""
+
+E = TypeVar("E", bound=BaseException)
+LIST_PAGE_SIZE = 10_000
+OnBytes = Callable[[int], None]
+
+
+class ConnectionLost(Exception):
+    """The server could not be reached or dropped the connection: retry later."""
+
+
+class RemoteError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class PreconditionFailed(RemoteError):
+    """412: the server's version is not the one the client based its action on."""
+
+
+class HashMismatch(Exception):
+    """The downloaded bytes do not have the announced SHA-256 (the file changed meanwhile,
+    or the server is lying): nothing is written."""
+
+
+@dataclass
+class Listing:
+    epoch: str
+    seq: int
+    entries: dict[str, RemoteEntry]
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    """``(path, reason)`` of entries the client will not touch (unsafe or reserved paths)."""
+
+
+@dataclass
+class Changes:
+    epoch: str
+    seq: int
+    recovered: bool
+    events: list[ChangeEvent]
+
+
+def unsafe_reason(path: object) -> str | None:
+    """Why a server-supplied path must not be written (``None`` when it is safe)."""
+    try:
+        validate(path)
+    except PathError as exc:
+        return exc.message
+    return None
+
+
+def event_problem(event: ChangeEvent) -> str | None:
+    for path in operation_paths(event.operation):
+        reason = unsafe_reason(path)
+        if reason is not None:
+            return f"{path!r}: {reason}"
+    return None
+
+
+class RemoteClient:
+    def __init__(
+        self, session: aiohttp.ClientSession, server: str, client_id: str, token: str | None
+    ) -> None:
+        self.session = session
+        self.server = server
+        self.headers = {"X-Quantum-Client": client_id}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """One cheap request: raises ConnectionLost, AuthFailed or BadServer."""
+        try:
+            await self._json("GET", "list", params={"path": "", "recursive": "false", "limit": "1"})
+        except RemoteError as exc:
+            raise BadServer(
+                f"{self.server} does not answer as a file_sync server: {exc.status} {exc.code}: "
+                f"{exc.message}"
+            ) from None
+
+    async def list(
+        self, path: str = "", *, recursive: bool = True, page_size: int = LIST_PAGE_SIZE
+    ) -> Listing:
+        """The whole listing below ``path``, following pagination; the seq is the first page's
+        (the oldest state the listing may reflect)."""
+        params = {
+            "path": path,
+            "recursive": "true" if recursive else "false",
+            "limit": str(page_size),
+        }
+        listing: Listing | None = None
+        while True:
+            body = await self._json("GET", "list", params=params)
+            if listing is None:
+                listing = Listing(str(body["epoch"]), int(body["seq"]), {})
+            for item in body["files"]:
+                reason = unsafe_reason(item.get("path"))
+                if reason is not None:
+                    listing.refused.append((str(item.get("path")), reason))
+                    continue
+                entry = RemoteEntry.of(FileMetadata.from_json(item))
+                listing.entries[entry.path] = entry
+            cursor = body.get("next")
+            if not cursor:
+                return listing
+            params = {**params, "cursor": str(cursor)}
+
+    async def entry(self, path: str) -> tuple[RemoteEntry | None, int]:
+        """The current remote entry of one path (``None``: absent) and the listing seq."""
+        directory = path.rpartition("/")[0]
+        try:
+            listing = await self.list(directory, recursive=False)
+        except RemoteError as exc:
+            if exc.status in (404, 409):
+                return None, 0
+            raise
+        return listing.entries.get(path), listing.seq
+
+    async def changes(self, since: Cursor) -> Changes:
+        body = await self._json(
+            "GET", "changes", params={"since": str(since.seq), "epoch": since.epoch}
+        )
+        events = [ChangeEvent.from_message(m) for m in body["operations"]]
+        return Changes(str(body["epoch"]), int(body["seq"]), bool(body["recovered"]), events)
+
+    async def download(
+        self, path: str, expected_hash: str, sink: TempDownload, on_bytes: OnBytes | None = None
+    ) -> None:
+        """Stream ``path`` into ``sink``; raises HashMismatch unless the bytes hash to
+        ``expected_hash``."""
+        url = file_url(self.server, path)
+        try:
+            async with await self._send("GET", url, headers=self.headers) as resp:
+                if resp.status != 200:
+                    await self._raise_for(resp)
+                etag = resp.headers.get("ETag", "").strip('"')
+                if etag and etag != expected_hash:
+                    raise HashMismatch(f"{path}: the server now has {etag[:12]}…")
+                await _receive(resp, sink, on_bytes)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+        sink.finish()
+        if sink.hexdigest() != expected_hash:
+            raise HashMismatch(
+                f"{path}: content hashes to {sink.hexdigest()[:12]}…, "
+                f"announced {expected_hash[:12]}…"
+            )
+
+    # --- writing -----------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        path: str,
+        source: str,
+        key: StatKey,
+        digest: str,
+        *,
+        if_match: str | None,
+        on_bytes: OnBytes | None = None,
+    ) -> RemoteEntry:
+        """PUT the local file ``source`` (exactly the version ``key``/``digest``) to ``path``.
+
+        ``if_match=None`` means "create only" (``If-None-Match: *``). Raises FileUnstable when
+        the file changes before the body is complete; the request is then aborted, so the
+        server never commits those bytes."""
+        headers = {
+            **self.headers,
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(key.size),
+        }
+        if if_match is None:
+            headers["If-None-Match"] = "*"
+        else:
+            headers["If-Match"] = f'"{if_match}"'
+        data: bytes | AsyncIterator[bytes]
+        if key.size <= INLINE_HASH_LIMIT:
+            data = _read_verified(source, key, digest)
+        elif key.size <= INLINE_UPLOAD_LIMIT:
+            data = await asyncio.to_thread(_read_verified, source, key, digest)
+            if on_bytes is not None:
+                on_bytes(key.size)
+        else:
+            data = _stream_verified(source, key, digest, on_bytes)
+        body = await self._json_url("PUT", file_url(self.server, path), headers=headers, data=data)
+        return _entry(body)
+
+    async def delete(self, path: str, *, if_match: str | None) -> None:
+        headers = dict(self.headers)
+        if if_match is not None:
+            headers["If-Match"] = f'"{if_match}"'
+        try:
+            await self._json_url("DELETE", file_url(self.server, path), headers=headers)
+        except RemoteError as exc:
+            if exc.status != 404:
+                raise
+
+    async def mkdir(self, path: str) -> RemoteEntry:
+        return _entry(await self._json("POST", "mkdir", json={"path": path}))
+
+    async def move(self, source: str, target: str) -> RemoteEntry:
+        return _entry(await self._json("POST", "move", json={"from": source, "to": target}))
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def _json(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+        headers = kwargs.pop("headers", self.headers)
+        return await self._json_url(
+            method, api_url(self.server, endpoint), headers=headers, **kwargs
+        )
+
+    async def _json_url(self, method: str, url: Any, **kwargs: Any) -> Any:
+        try:
+            async with await self._send(method, url, **kwargs) as resp:
+                if resp.status >= 300:
+                    await self._raise_for(resp)
+                if resp.status == 204:
+                    return {}
+                try:
+                    return await resp.json(content_type=None)
+                except ValueError:
+                    raise BadServer(
+                        f"{self.server} answered {method} {url.path} with non-JSON"
+                    ) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            unstable = _cause(exc, FileUnstable)
+            if unstable is not None:  # our body generator aborted the request on purpose
+                raise unstable from None
+            raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+
+    async def _send(self, method: str, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        """A kept-alive connection the server closed just before the request went out fails at
+        once with ServerDisconnectedError: such a request is sent once more, on a fresh
+        connection, when its body can be replayed. (Safe for writes too: they carry
+        preconditions, so one that had in fact been applied answers 412.)"""
+        try:
+            return await self.session.request(method, url, **kwargs)
+        except aiohttp.ServerDisconnectedError:
+            if isinstance(kwargs.get("data"), AsyncIterator):
+                raise
+            return await self.session.request(method, url, **kwargs)
+
+    async def _raise_for(self, resp: aiohttp.ClientResponse) -> None:
+        code, message = "http_error", resp.reason or ""
+        try:
+            body = await resp.json(content_type=None)
+            if isinstance(body, dict):
+                code = str(body.get("code", code))
+                message = str(body.get("error", message))
+        except (ValueError, aiohttp.ClientError):
+            pass
+        if resp.status == 401:
+            raise AuthFailed(f"{self.server} refused the token: {message}")
+        if resp.status == 412:
+            raise PreconditionFailed(resp.status, code, message)
+        if resp.status == 404 and code == "http_error":
+            raise BadServer(
+                f"{self.server}{resp.url.path} is not a file_sync endpoint (404 without an "
+                f"API error body)"
+            )
+        raise RemoteError(resp.status, code, message)
+
+
+async def _receive(
+    resp: aiohttp.ClientResponse, sink: TempDownload, on_bytes: OnBytes | None
+) -> None:
+    """Copy the body into ``sink``. Past the first MiB, whole MiBs are hashed and written in a
+    worker thread (both release the GIL) while the loop reads the next one from the socket."""
+    buffer = bytearray()
+    writing: asyncio.Future[None] | None = None
+    try:
+        async for chunk in resp.content.iter_chunked(CHUNK):
+            buffer += chunk
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+            if len(buffer) >= CHUNK:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(asyncio.to_thread(sink.write, bytes(buffer)))
+                buffer.clear()
+        if writing is not None:
+            await writing
+        if buffer:
+            sink.write(bytes(buffer))
+    finally:
+        if writing is not None and not writing.done():
+            await asyncio.wait({writing})  # never close the file under a running write
+
+
+def _cause(exc: BaseException, kind: type[E]) -> E | None:
+    """The first exception of type ``kind`` in ``exc``'s cause/context chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _entry(body: Any) -> RemoteEntry:
+    return RemoteEntry.of(FileMetadata.from_json(body))
+
+
+def _read_verified(source: str, key: StatKey, digest: str) -> bytes:
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if StatKey.of(os.fstat(fd)) != key:
+            raise FileUnstable(source)
+        data = os.read(fd, key.size + 1) if key.size else b""
+        while len(data) < key.size + 1:
+            more = os.read(fd, key.size + 1 - len(data))
+            if not more:
+                break
+            data += more
+    finally:
+        os.close(fd)
+    if len(data) != key.size or hashlib.sha256(data).hexdigest() != digest:
+        raise FileUnstable(source)
+    return data
+
+
+async def _stream_verified(
+    source: str, key: StatKey, digest: str, on_bytes: OnBytes | None
+) -> AsyncIterator[bytes]:
+    """Yield the file's bytes, holding the last chunk back until the whole content is verified:
+    if it changed, the generator raises and the request is aborted before it is complete."""
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if StatKey.of(os.fstat(fd)) != key:
+            raise FileUnstable(source)
+        hasher = hashlib.sha256()
+        remaining = key.size
+        pending: bytes | None = None
+        while remaining > 0:
+            chunk = await asyncio.to_thread(_read_hashed, fd, min(CHUNK, remaining), hasher)
+            if not chunk:
+                raise FileUnstable(source)
+            remaining -= len(chunk)
+            if pending is not None:
+                yield pending
+                if on_bytes is not None:
+                    on_bytes(len(pending))
+            pending = chunk
+        if hasher.hexdigest() != digest or StatKey.of(os.fstat(fd)) != key:
+            raise FileUnstable(source)
+        if pending is not None:
+            yield pending
+            if on_bytes is not None:
+                on_bytes(len(pending))
+    finally:
+        os.close(fd)
+
+
+def _read_hashed(fd: int, size: int, hasher: Any) -> bytes:
+    chunk = os.read(fd, size)
+    hasher.update(chunk)
+    return chunk

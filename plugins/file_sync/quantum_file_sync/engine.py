@@ -1,0 +1,228 @@
+"""The per-folder sync engine: journal, index, storage, WebSocket manager and disk watcher.
+
+One engine exists per served folder, shared through the core's usage pool by every
+``file_sync`` handler serving that folder (two servers on one root, or the old and the new
+handler during a reload). So a folder is watched and journaled exactly once, and open
+WebSockets survive a reload that changes only per-handler options (auth, uploads, metrics path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from quantum_file_sync.changelog import ChangeLog
+from quantum_file_sync.index import Index, scan, warm_hashes
+from quantum_file_sync.metadata import HashCache
+from quantum_file_sync.options import (
+    BrokerSettings,
+    HeartbeatSettings,
+    JournalSettings,
+    LimitSettings,
+    Settings,
+)
+from quantum_file_sync.paths import SafeRoot
+from quantum_file_sync.recorder import FileMetrics, Recorder
+from quantum_file_sync.storage import Storage, TempArea, TreeLocks
+from quantum_file_sync.watcher import DiskWatcher
+from quantum_file_sync.ws import WsManager, WsSettings
+
+SNAPSHOT_NAME = "index.json"
+SNAPSHOT_EVERY = 30.0
+
+Cleanup = Callable[[], Awaitable[None]]
+Authenticate = Callable[[str | None], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """The options that shape the shared engine; the rest are per handler."""
+
+    root: Path
+    limits: LimitSettings
+    heartbeat: HeartbeatSettings
+    journal: JournalSettings
+    broker: BrokerSettings
+    watch: bool
+    compression: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> EngineSettings:
+        return cls(
+            root=Path(os.path.realpath(settings.root)),
+            limits=settings.limits,
+            heartbeat=settings.heartbeat,
+            journal=settings.journal,
+            broker=settings.broker,
+            watch=settings.watch,
+            compression=settings.compression,
+        )
+
+    def pool_key(self) -> tuple[str, str]:
+        return ("file_sync", str(self.root))
+
+
+class SyncEngine:
+    def __init__(self, settings: EngineSettings, logger: Any) -> None:
+        self.settings = settings
+        self.logger = logger
+        self.node_id = uuid.uuid4().hex
+        self.metrics: FileMetrics
+        self.root: SafeRoot
+        self.hashes = HashCache()
+        self.changelog: ChangeLog
+        self.index: Index
+        self.storage: Storage
+        self.ws: WsManager
+        self._authenticators: list[Authenticate] = []
+        self._cleanups: list[Cleanup] = []
+
+    @classmethod
+    async def start(
+        cls, settings: EngineSettings, registry: CollectorRegistry, logger: Any
+    ) -> SyncEngine:
+        engine = cls(settings, logger)
+        try:
+            await engine._start(registry)
+        except BaseException:
+            await engine.close()
+            raise
+        return engine
+
+    async def _start(self, registry: CollectorRegistry) -> None:
+        settings = self.settings
+        await asyncio.to_thread(settings.root.mkdir, parents=True, exist_ok=True)
+        self.root = root = SafeRoot(settings.root)
+
+        temp = TempArea(root)
+        await asyncio.to_thread(temp.open)
+        self._on_close(lambda: asyncio.to_thread(temp.close))
+
+        changelog = self._changelog(registry)
+        await changelog.open()
+        self.changelog = changelog
+        self._on_close(changelog.close)
+
+        # A snapshot of the index lets the watcher find what changed on disk while Quantum was
+        # stopped. Only with one node per root: nodes sharing a root would race on it.
+        snapshot = root.path / ".quantum" / SNAPSHOT_NAME
+        use_snapshot = settings.watch and settings.broker.type == "memory"
+        loaded = await asyncio.to_thread(Index.load, snapshot) if use_snapshot else None
+        index = loaded if loaded is not None else await asyncio.to_thread(scan, root, self.hashes)
+        self.index = index
+        self.metrics = FileMetrics.create(registry)
+        recorder = Recorder(changelog, index, root, self.metrics, self.logger)
+        await recorder.start()
+        self._on_close(recorder.close)
+        locks = TreeLocks()
+        self.storage = Storage(root, index, self.hashes, locks, temp, recorder)
+
+        self.ws = self._ws_manager(changelog, registry)
+        await self.ws.start()
+        self._on_close(self.ws.close)
+
+        loop = asyncio.get_running_loop()
+        warming = loop.create_task(warm_hashes(root, index, self.hashes))
+        self._on_close(lambda: _cancel(warming))
+
+        if settings.watch:
+            watcher = DiskWatcher(root, index, self.hashes, locks, recorder, changelog, self.logger)
+            if use_snapshot:
+                saving = loop.create_task(_keep_saved(index, snapshot))
+                self._on_close(lambda: _save_after(saving, index, snapshot))
+            self._on_close(watcher.close)
+            await watcher.start(rescan=loaded is not None)
+        self.logger.info(
+            "file_sync engine ready",
+            files=len(index),
+            epoch=changelog.epoch,
+            broker=settings.broker.type,
+        )
+
+    async def close(self) -> None:
+        """Undo ``start`` in reverse order; tolerates a partial start."""
+        while self._cleanups:
+            step = self._cleanups.pop()
+            try:
+                await step()
+            except Exception:
+                self.logger.exception("file_sync engine cleanup step failed")
+
+    def _on_close(self, step: Cleanup) -> None:
+        self._cleanups.append(step)
+
+    # -- authentication of WebSocket subscribers: the newest handler's rules apply -------------
+
+    def push_authenticator(self, authenticate: Authenticate) -> None:
+        self._authenticators.append(authenticate)
+
+    def remove_authenticator(self, authenticate: Authenticate) -> None:
+        if authenticate in self._authenticators:
+            self._authenticators.remove(authenticate)
+
+    def authenticate(self, token: str | None) -> bool:
+        return bool(self._authenticators) and self._authenticators[-1](token)
+
+    # -- construction --------------------------------------------------------------------------
+
+    def _changelog(self, registry: CollectorRegistry) -> ChangeLog:
+        journal, broker = self.settings.journal, self.settings.broker
+        if broker.type == "redis":
+            from quantum_file_sync.changelog_redis import RedisChangeLog
+
+            assert broker.url is not None  # required by the schema
+            return RedisChangeLog(
+                broker.url,
+                key_prefix=broker.key_prefix,
+                stream_maxlen=broker.stream_maxlen,
+                max_age=journal.max_age,
+                node_id=self.node_id,
+                registry=registry,
+                logger=self.logger,
+            )
+        from quantum_file_sync.changelog_sqlite import SqliteChangeLog
+
+        journal.path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteChangeLog(journal.path, max_events=journal.max_events, max_age=journal.max_age)
+
+    def _ws_manager(self, changelog: ChangeLog, registry: CollectorRegistry) -> WsManager:
+        settings = self.settings
+        limits, heartbeat = settings.limits, settings.heartbeat
+        ws_settings = WsSettings(
+            max_connections=limits.max_connections,
+            messages_per_second=limits.messages_per_second,
+            message_burst=limits.message_burst,
+            send_buffer=limits.send_buffer,
+            max_message_size=limits.max_message_size,
+            heartbeat_interval=heartbeat.interval,
+            heartbeat_timeout=heartbeat.timeout,
+            cleanup_interval=heartbeat.cleanup_interval,
+            compression=settings.compression,
+        )
+        return WsManager(changelog, ws_settings, registry, self.logger, self.authenticate)
+
+
+async def _keep_saved(index: Index, path: Path) -> None:
+    saved = index.version
+    while True:
+        await asyncio.sleep(SNAPSHOT_EVERY)
+        if index.version != saved:
+            saved = index.version
+            await asyncio.to_thread(index.save, path)
+
+
+async def _save_after(task: asyncio.Task[None], index: Index, path: Path) -> None:
+    await _cancel(task)
+    await asyncio.to_thread(index.save, path)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,356 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at ``/api/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantum_file_sync.paths import MAX_PATH_BYTES
+
+_REF = "#/components/schemas/"
+
+
+def _json(schema_name: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF + schema_name}}},
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json("Error", description)
+
+
+def _errors(*statuses: int, auth: bool) -> dict[str, Any]:
+    descriptions = {
+        400: "bad request or unsafe path (`bad_path`)",
+        401: "missing or invalid bearer token",
+        403: "read-only server, reserved path or refused Origin",
+        404: "not found",
+        405: "method not allowed",
+        409: "conflict with what is on disk",
+        412: "If-Match / If-None-Match precondition failed",
+        413: "upload or body too large",
+        416: "range not satisfiable",
+    }
+    chosen = [s for s in statuses if s != 401 or auth]
+    return {str(status): _error(descriptions[status]) for status in chosen}
+
+
+_METADATA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["path", "size", "hash", "modified", "is_directory"],
+    "properties": {
+        "path": {"type": "string", "description": "relative to root, '/'-separated"},
+        "size": {"type": "integer", "minimum": 0},
+        "hash": {
+            "type": ["string", "null"],
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "SHA-256 of the content, lowercase hex; null for directories",
+        },
+        "modified": {"type": "string", "format": "date-time"},
+        "is_directory": {"type": "boolean"},
+    },
+}
+
+_OPERATION = {
+    "oneOf": [
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [kind],
+            "properties": {
+                kind: {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["metadata"],
+                    "properties": {"metadata": {"$ref": _REF + "Metadata"}},
+                }
+            },
+        }
+        for kind in ("Create", "Update")
+    ]
+    + [
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["Delete"],
+            "properties": {
+                "Delete": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["path", "is_directory"],
+                    "properties": {"path": {"type": "string"}, "is_directory": {"type": "boolean"}},
+                }
+            },
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["Move"],
+            "properties": {
+                "Move": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["from", "metadata"],
+                    "properties": {
+                        "from": {"type": "string"},
+                        "metadata": {"$ref": _REF + "Metadata"},
+                    },
+                }
+            },
+        },
+    ]
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Metadata": _METADATA,
+    "Error": {
+        "type": "object",
+        "required": ["error", "code"],
+        "properties": {
+            "error": {"type": "string", "description": "human-readable"},
+            "code": {"type": "string", "description": "stable identifier (docs/api.md)"},
+        },
+    },
+    "Listing": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["epoch", "seq", "files"],
+        "properties": {
+            "epoch": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 0},
+            "files": {"type": "array", "items": {"$ref": _REF + "Metadata"}},
+            "next": {"type": "string", "description": "cursor of the next page"},
+        },
+    },
+    "Operation": _OPERATION,
+    "FileOperation": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["type", "operation", "source_client", "seq", "epoch", "op_id"],
+        "properties": {
+            "type": {"const": "FileOperation"},
+            "operation": {"$ref": _REF + "Operation"},
+            "source_client": {"type": ["string", "null"]},
+            "seq": {"type": "integer", "minimum": 1},
+            "epoch": {"type": "string"},
+            "op_id": {"type": "string"},
+        },
+    },
+    "Changes": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["epoch", "seq", "recovered", "operations"],
+        "properties": {
+            "epoch": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 0},
+            "recovered": {
+                "type": "boolean",
+                "description": "false: the journal cannot replay from `since` in `epoch`; "
+                "reconcile with a full listing",
+            },
+            "operations": {"type": "array", "items": {"$ref": _REF + "FileOperation"}},
+        },
+    },
+    "MkdirRequest": {
+        "type": "object",
+        "required": ["path"],
+        "properties": {"path": {"type": "string", "minLength": 1}},
+    },
+    "MoveRequest": {
+        "type": "object",
+        "required": ["from", "to"],
+        "properties": {
+            "from": {"type": "string", "minLength": 1},
+            "to": {"type": "string", "minLength": 1},
+        },
+    },
+}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+def document(*, auth: bool, version: str = "0.1.0") -> dict[str, Any]:
+    """The OpenAPI document (``auth`` adds the bearer security requirement)."""
+    client = _header("X-Quantum-Client", "client id; becomes `source_client` of the broadcast")
+    if_match = _header("If-Match", '"<sha256>" (or *): only change the file in that version')
+    file_path = {
+        "name": "path",
+        "in": "path",
+        "required": True,
+        "description": "file path relative to root (percent-encode '/' or send it as is)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_BYTES},
+    }
+    content = {
+        "description": "the file's content",
+        "headers": {
+            "ETag": {"schema": {"type": "string"}, "description": '"<sha256>"'},
+        },
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+    read_errors = _errors(400, 401, 403, 404, 409, auth=auth)
+    get_file = {
+        "summary": "Download a file",
+        "parameters": [
+            _header("Range", "one byte range, e.g. bytes=0-1023"),
+            _header("If-None-Match", '"<sha256>": 304 when unchanged'),
+            _header("If-Range", '"<sha256>": honour Range only for that version'),
+        ],
+        "responses": {
+            "200": content,
+            "206": {**content, "description": "the requested range"},
+            "304": {"description": "not modified"},
+            **read_errors,
+            **_errors(416, auth=auth),
+        },
+    }
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Quantum file_sync API",
+            "version": version,
+            "description": "A folder as a real-time synchronised file service. Changes are "
+            "also pushed over the WebSocket at /ws (same FileOperation messages as "
+            "/api/changes).",
+        },
+        "paths": {
+            "/api/list": {
+                "get": {
+                    "summary": "List a directory (recursively by default)",
+                    "parameters": [
+                        {
+                            "name": "path",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "directory; empty or absent = root",
+                        },
+                        {
+                            "name": "recursive",
+                            "in": "query",
+                            "schema": {"type": "boolean", "default": True},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100000},
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "`next` of the previous page",
+                        },
+                    ],
+                    "responses": {"200": _json("Listing", "the entries"), **read_errors},
+                }
+            },
+            "/api/files/{path}": {
+                "parameters": [file_path],
+                "get": get_file,
+                "head": {**get_file, "summary": "Headers of a download (ETag, size)"},
+                "put": {
+                    "summary": "Upload (create or replace) a file",
+                    "parameters": [
+                        client,
+                        if_match,
+                        _header("If-None-Match", "*: only create, never replace"),
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json("Metadata", "replaced"),
+                        "201": _json("Metadata", "created"),
+                        **_errors(400, 401, 403, 409, 412, 413, auth=auth),
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a file, or a directory with its contents",
+                    "parameters": [client, if_match],
+                    "responses": {
+                        "204": {"description": "deleted"},
+                        **_errors(400, 401, 403, 404, 409, 412, auth=auth),
+                    },
+                },
+            },
+            "/api/mkdir": {
+                "post": {
+                    "summary": "Create a directory (and missing parents)",
+                    "parameters": [client],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": _REF + "MkdirRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "200": _json("Metadata", "already existed"),
+                        "201": _json("Metadata", "created"),
+                        **_errors(400, 401, 403, 409, 413, auth=auth),
+                    },
+                }
+            },
+            "/api/move": {
+                "post": {
+                    "summary": "Move or rename a file or directory (never replaces)",
+                    "parameters": [client],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": _REF + "MoveRequest"}}},
+                    },
+                    "responses": {
+                        "200": _json("Metadata", "moved; metadata at the new path"),
+                        **_errors(400, 401, 403, 404, 409, 413, auth=auth),
+                    },
+                }
+            },
+            "/api/changes": {
+                "get": {
+                    "summary": "Changes after `since` in `epoch` (HTTP form of the WS catch-up)",
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "default": 0},
+                        },
+                        {"name": "epoch", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json("Changes", "the missed operations, in order"),
+                        **_errors(400, 401, 403, auth=auth),
+                    },
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {"schemas": _SCHEMAS},
+    }
+    if auth:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return doc
