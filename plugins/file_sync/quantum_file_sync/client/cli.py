@@ -133,7 +133,7 @@ def configure_logging(level: int, progress: Progress, stream: TextIO) -> Any:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: _LogSink(progress),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
     return structlog.get_logger(PROG)
 

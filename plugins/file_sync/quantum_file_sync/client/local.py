@@ -378,7 +378,6 @@ class TempDownload:
                 continue
         self._digest = hashlib.sha256()
         self.size = 0
-        self.inode = os.fstat(self._fd).st_ino
         self.installed = False
         self._closed = False
 

@@ -76,6 +76,8 @@ class Changes:
     seq: int
     recovered: bool
     events: list[ChangeEvent]
+    refused: list[tuple[int, str]] = field(default_factory=list)
+    """``(seq, reason)`` of operations the client will not apply (unsafe paths)."""
 
 
 def unsafe_reason(path: object) -> str | None:
@@ -159,8 +161,18 @@ class RemoteClient:
         body = await self._json(
             "GET", "changes", params={"since": str(since.seq), "epoch": since.epoch}
         )
-        events = [ChangeEvent.from_message(m) for m in body["operations"]]
-        return Changes(str(body["epoch"]), int(body["seq"]), bool(body["recovered"]), events)
+        changes = Changes(str(body["epoch"]), int(body["seq"]), bool(body["recovered"]), [])
+        for message in body["operations"]:
+            try:
+                event = ChangeEvent.from_message(message)
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                raise BadServer(f"{self.server} sent a malformed operation: {exc!r}") from None
+            problem = event_problem(event)
+            if problem is None:
+                changes.events.append(event)
+            else:
+                changes.refused.append((event.seq, f"unsafe path {problem}"))
+        return changes
 
     async def download(
         self, path: str, expected_hash: str, sink: TempDownload, on_bytes: OnBytes | None = None

@@ -35,6 +35,7 @@ from quantum_file_sync.client.remote import (
     PreconditionFailed,
     RemoteClient,
     RemoteError,
+    unsafe_reason,
 )
 from quantum_file_sync.client.remote_view import RemoteEntry, RemoteView
 from quantum_file_sync.client.scheduler import PathScheduler
@@ -116,6 +117,12 @@ class Settler:
 
     async def settle(self, path: str) -> None:
         """Bring ``path`` to agreement; failures are retried, logged or escalated here."""
+        reason = unsafe_reason(path)
+        if reason is not None:  # whatever its source, such a path never reaches the disk
+            if path not in self._warned:
+                self.stats.refused += 1
+            self.warn_once(path, f"refused an unsafe path: {reason}")
+            return
         try:
             await self._settle(path)
         except Deferred as deferred:

@@ -346,12 +346,22 @@ class _Engine:
         cursor = self.db.cursor
         listing = self.options.initial_sync or cursor is None
         if cursor is not None and not listing:
-            changes = await self._guarded(self._unreachable_is_fatal(self.remote.changes(cursor)))
-            if changes.recovered and changes.epoch == cursor.epoch:
-                for event in changes.events:
-                    await self._on_remote(event)
-            else:
+            try:
+                changes = await self._guarded(
+                    self._unreachable_is_fatal(self.remote.changes(cursor))
+                )
+            except RemoteError as exc:
+                self.log.warning("the journal is not available: listing", reason=str(exc))
                 listing = True
+            else:
+                if changes.recovered and changes.epoch == cursor.epoch:
+                    for seq, reason in changes.refused:
+                        self.view.skip(seq)
+                        self._refuse(f"operation seq {seq}: {reason}")
+                    for event in changes.events:
+                        await self._on_remote(event)
+                else:
+                    listing = True
         started = time.monotonic()
         await self._guarded(self._full_pass(listing=listing))
         self._log_pass(started)

@@ -1,0 +1,180 @@
+"""Initial sync, server → empty folder: ``realtime-sync-client`` next to an rsync daemon.
+
+    .venv/bin/python bench/initial_sync.py [--files 5000] [--file-size 4096] [--big-mib 200]
+                                           [--runs 3] [--json]
+
+Two trees, each served at the same time by a ``quantum`` file_sync server and by
+``rsync --daemon --no-detach --port P --config F`` (a module pointing at the same directory,
+Quantum's reserved ``.quantum*`` entries excluded): 5,000 files of 4 KiB in 50 directories, and
+one 200 MiB file. Each run copies the tree into a fresh empty folder with
+``realtime-sync-client --initial-sync`` (one pass, then exit) and with
+``rsync -a rsync://127.0.0.1:P/tree/ DIR/``; both are whole processes, timed from start to
+exit, with the source in the page cache. The best of ``--runs`` counts; the target is
+client ≤ 1.5 x rsync. Prints a markdown table; ``--json`` also writes
+``bench/results/initial_sync.json`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sync_latency import RESULTS, client_command, free_port, quantum_server
+
+TARGET_RATIO = 1.5
+
+
+def make_small_tree(root: Path, files: int, size: int) -> None:
+    for n in range(files):
+        directory = root / f"dir{n % 50:02d}"
+        directory.mkdir(exist_ok=True)
+        (directory / f"file{n:05d}.bin").write_bytes(os.urandom(size))
+
+
+def make_big_tree(root: Path, mib: int) -> None:
+    block = os.urandom(1024 * 1024)
+    with (root / "big.bin").open("wb") as out:
+        for n in range(mib):
+            out.write(block[n:] + block[:n])  # distinct blocks, cheap to produce
+
+
+def tree_bytes(root: Path) -> dict[str, int]:
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_size
+        for p in root.rglob("*")
+        if p.is_file() and not p.relative_to(root).parts[0].startswith(".quantum")
+    }
+
+
+@contextmanager
+def rsync_daemon(root: Path, workdir: Path) -> Iterator[str]:
+    port = free_port()
+    config = workdir / "rsyncd.conf"
+    config.write_text(
+        f"pid file = {workdir / 'rsyncd.pid'}\n"
+        "use chroot = false\n"
+        f"log file = {workdir / 'rsyncd.log'}\n"
+        "[tree]\n"
+        f"    path = {root}\n"
+        "    read only = true\n"
+        "    exclude = /.quantum*\n"
+    )
+    proc = subprocess.Popen(
+        ["rsync", "--daemon", "--no-detach", "--port", str(port), "--config", str(config)]
+    )
+    url = f"rsync://127.0.0.1:{port}/tree/"
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(["rsync", url], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("rsync daemon did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed ({result.returncode}):\n{result.stderr}")
+    return elapsed
+
+
+def best_of(
+    runs: int, workdir: Path, copy: Callable[[Path], float], expected: dict[str, int]
+) -> float:
+    times = []
+    for n in range(runs):
+        target = workdir / f"copy-{n}"
+        times.append(copy(target))
+        if tree_bytes(target) != expected:
+            raise RuntimeError(f"{target} is not a complete copy")
+        shutil.rmtree(target)
+    return min(times)
+
+
+def compare(name: str, build: Callable[[Path], None], runs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="quantum-initial-") as tmp:
+        base = Path(tmp)
+        root = base / "root"
+        root.mkdir()
+        build(root)
+        expected = tree_bytes(root)
+        with quantum_server(root, base) as server, rsync_daemon(root, base) as rsync_url:
+
+            def with_client(target: Path) -> float:
+                target.mkdir()
+                return timed(client_command(server, target, "--initial-sync", "--quiet"))
+
+            def with_rsync(target: Path) -> float:
+                return timed(["rsync", "-a", rsync_url, f"{target}/"])
+
+            # Warm both servers (and the page cache) once before timing.
+            best_of(1, base, with_rsync, expected)
+            best_of(1, base, with_client, expected)
+            rsync_time = best_of(runs, base, with_rsync, expected)
+            client_time = best_of(runs, base, with_client, expected)
+    return {
+        "tree": name,
+        "files": len(expected),
+        "bytes": sum(expected.values()),
+        "rsync_s": rsync_time,
+        "client_s": client_time,
+        "ratio": client_time / rsync_time,
+        "target_ratio": TARGET_RATIO,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=5000)
+    parser.add_argument("--file-size", type=int, default=4096)
+    parser.add_argument("--big-mib", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = [
+        compare(
+            f"{args.files} x {args.file_size // 1024} KiB",
+            lambda root: make_small_tree(root, args.files, args.file_size),
+            args.runs,
+        ),
+        compare(
+            f"1 x {args.big_mib} MiB", lambda root: make_big_tree(root, args.big_mib), args.runs
+        ),
+    ]
+    print("| tree | rsync daemon | realtime-sync-client | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    ok = True
+    for r in results:
+        passed = r["ratio"] <= TARGET_RATIO
+        ok = ok and passed
+        print(
+            f"| {r['tree']} | {r['rsync_s']:.2f} s | {r['client_s']:.2f} s | {r['ratio']:.2f}x "
+            f"| ≤ {TARGET_RATIO}x {'✅' if passed else '❌'} |"
+        )
+    if args.json:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "initial_sync.json").write_text(json.dumps(results, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
