@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -186,6 +187,7 @@ async def _serve(plugins: PluginRegistry, args: argparse.Namespace, config: Conf
     except ConfigError as exc:
         _report(exc)
         return EXIT_CONFIG
+    _tune_garbage_collector()
     admin = None
     if not config.admin.disabled and not args.worker:
         admin = await start_admin(runtime, config.admin.listen)
@@ -225,6 +227,15 @@ async def _serve(plugins: PluginRegistry, args: argparse.Namespace, config: Conf
     if admin is not None:
         await admin.cleanup()
     return EXIT_OK
+
+
+def _tune_garbage_collector() -> None:
+    """Move everything allocated at start-up out of the collector's sight and collect the young
+    generation less often: with ~10,000 open WebSockets, a full pass over the heap otherwise
+    stalls the loop for 100-600 ms (measured with bench/ws_fanout.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
 
 
 async def _watch(path: Path, reload: object, stop: asyncio.Event) -> None:

@@ -75,6 +75,14 @@ class HttpMetrics:
             "Unix time of the last successful config load/reload",
         )
         self._children: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
+        self._in_flight: dict[str, Any] = {}
+
+    def in_flight_of(self, server: str) -> Any:
+        """The in-flight gauge of ``server`` (label lookups are cached: this is the hot path)."""
+        child = self._in_flight.get(server)
+        if child is None:
+            child = self._in_flight[server] = self.in_flight.labels(server)
+        return child
 
     def observe(
         self, server: str, handler: str, code: int, method: str, seconds: float, size: int

@@ -72,7 +72,7 @@ class Dispatcher:
         if counted:
             self.in_flight += 1
             self.idle.clear()
-        gauge = self.metrics.in_flight.labels(name)
+        gauge = self.metrics.in_flight_of(name)
         gauge.inc()
         status = 500
         size = 0

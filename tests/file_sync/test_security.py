@@ -19,8 +19,11 @@ OTHER = "https://evil.example"
 
 @pytest.fixture(scope="module")
 def server(start_module_quantum: StartQuantum) -> RunningQuantum:
-    """configs/auth-origins.json as shipped, with its token file."""
+    """configs/auth-origins.json, its inline example token swapped for a token file."""
     config = json.loads((REPO / "configs" / "auth-origins.json").read_text())
+    handler = config["apps"]["http"]["servers"]["file_sync_server"]["routes"][0]["handle"][0]
+    assert handler["auth"] == {"tokens": ["replace-this-example-token"]}
+    handler["auth"] = {"token_file": "./tokens.txt"}
     tokens = f"# one token per line\n\n{TOKEN}\n  second-token  \n"
     return start_module_quantum(config, files={"tokens.txt": tokens})
 
