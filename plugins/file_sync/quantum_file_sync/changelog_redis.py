@@ -173,6 +173,7 @@ class RedisChangeLog(ChangeLog):
             self._up_gauge = get_or_create(
                 registry, Gauge, "quantum_redis_up", "1 while the Redis broker is reachable"
             )
+            self._up_gauge.set(0)
             self._outages = get_or_create(
                 registry, Counter, "quantum_redis_outages_total", "Redis broker outages seen"
             )
@@ -195,7 +196,7 @@ class RedisChangeLog(ChangeLog):
         self._supervisor: asyncio.Task[None] | None = None
         self._backoff = _Backoff()
         self._broken = asyncio.Event()
-        self._connected = asyncio.Event()
+        self._first_attempt = asyncio.Event()
         self._ever_connected = False
         self._down_since: float | None = None
         self._lease_held_at_outage = False
@@ -231,12 +232,11 @@ class RedisChangeLog(ChangeLog):
             logger=self._log,
         )
         self._supervisor = asyncio.create_task(self._supervise(), name="redis-changelog")
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout=self._command_timeout)
-        except TimeoutError:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_attempt.wait(), timeout=self._command_timeout)
+        if not self._ever_connected:
             self._log.warning("redis_unavailable_at_start", url=_redact(self._url))
-            if not self._epoch:
-                self._epoch = _OFFLINE_EPOCH_PREFIX + _new_epoch()
+            self._epoch = _OFFLINE_EPOCH_PREFIX + _new_epoch()
         await self._lease.start()
 
     async def close(self) -> None:
@@ -390,6 +390,7 @@ class RedisChangeLog(ChangeLog):
                 raise
             except Exception as exc:
                 await self._mark_down(exc)
+                self._first_attempt.set()
                 reraise_lost_cancellation()
             await asyncio.sleep(self._backoff.next())
 
@@ -476,7 +477,7 @@ class RedisChangeLog(ChangeLog):
 
     def _mark_up(self) -> None:
         self._backoff.reset()
-        self._connected.set()
+        self._first_attempt.set()
         if self._down_since is not None:
             self._log.info(
                 "redis_available",

@@ -137,7 +137,8 @@ class DiskWatchLease:
             )
         except (RedisError, OSError) as exc:
             # Keep what we have until it runs out: a short blip must not cause a failover.
-            self._log.warning("lease_refresh_failed", key=self._key, error=str(exc))
+            # (Debug: the change log reports the outage itself, once.)
+            self._log.debug("lease_refresh_failed", key=self._key, error=str(exc))
             return self.owned
         self._owned_until = sent_at + self._ttl if ok else 0.0
         return self.owned

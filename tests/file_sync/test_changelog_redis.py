@@ -1,0 +1,199 @@
+"""What only the Redis change log does: several nodes, lost subscriptions, outages, new epochs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from quantum_file_sync.changelog import ChangeLogUnavailable
+from quantum_file_sync.changelog_redis import RedisChangeLog
+from quantum_file_sync.operations import ChangeEvent, Create, FileMetadata
+from redis.asyncio import Redis
+
+from tests.fixtures.redis import RedisServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def create(index: int) -> Create:
+    return Create(
+        FileMetadata(f"f{index}.txt", index, "cd" * 32, "2024-05-01T12:00:00Z", is_directory=False)
+    )
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def node(url: str, prefix: str, **options: Any) -> AsyncIterator[RedisChangeLog]:
+    options = {"heartbeat_interval": 0.1, "command_timeout": 0.5, "delivery_wait": 0.3} | options
+    log = RedisChangeLog(url, key_prefix=prefix, node_id=uuid.uuid4().hex, **options)
+    await log.open()
+    try:
+        yield log
+    finally:
+        await log.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}:"
+
+
+def sample(registry: CollectorRegistry, name: str) -> float:
+    value = registry.get_sample_value(name)
+    return 0.0 if value is None else value
+
+
+async def test_two_nodes_share_one_sequence_and_see_everything(redis_url: str, prefix: str) -> None:
+    async with node(redis_url, prefix) as a, node(redis_url, prefix) as b:
+        assert a.epoch == b.epoch
+        seen_a: list[ChangeEvent] = []
+        seen_b: list[ChangeEvent] = []
+        a.listen(seen_a.append)
+        b.listen(seen_b.append)
+
+        async def commit_many(log: RedisChangeLog, base: int) -> list[ChangeEvent]:
+            return [await log.commit(create(base + i), None) for i in range(30)]
+
+        from_a, from_b = await asyncio.gather(commit_many(a, 0), commit_many(b, 100))
+        committed = sorted(from_a + from_b, key=lambda e: e.seq)
+        assert [e.seq for e in committed] == list(range(1, 61))
+        await eventually(lambda: len(seen_a) >= 60 and len(seen_b) >= 60)
+        await asyncio.sleep(0.05)
+        assert seen_a == committed
+        assert seen_b == committed
+        assert await a.head() == await b.head() == 60
+        assert await b.replay(a.epoch, 50) == committed[50:]
+
+
+async def test_a_commit_is_delivered_locally_before_commit_returns(
+    redis_url: str, prefix: str
+) -> None:
+    async with node(redis_url, prefix) as a:
+        seen: list[ChangeEvent] = []
+        a.listen(seen.append)
+        event = await a.commit(create(1), "me")
+        assert seen == [event]
+        assert await a.head() == 1
+
+
+async def test_events_missed_by_a_lost_subscription_are_read_back(
+    redis_url: str, prefix: str
+) -> None:
+    registry = CollectorRegistry()
+    async with node(redis_url, prefix, registry=registry) as a, node(redis_url, prefix) as b:
+        seen: list[ChangeEvent] = []
+        a.listen(seen.append)
+        before = [await b.commit(create(i), None) for i in range(3)]
+        await eventually(lambda: len(seen) == 3)
+        async with Redis.from_url(redis_url) as admin:
+            await admin.client_kill_filter(_type="pubsub")
+            # a reconnects after a backoff; meanwhile these are published to nobody on a's side
+            during = [await b.commit(create(10 + i), None) for i in range(5)]
+        after = [await b.commit(create(20 + i), None) for i in range(3)]
+        await eventually(lambda: len(seen) >= 11)
+        await asyncio.sleep(0.05)
+        assert seen == before + during + after
+        assert sample(registry, "quantum_redis_refilled_events_total") >= 1
+        assert sample(registry, "quantum_redis_outages_total") == 1
+        assert sample(registry, "quantum_redis_up") == 1
+
+
+async def test_redis_restart_means_new_epoch_and_normal_service(
+    redis_factory: Callable[[], RedisServer], prefix: str
+) -> None:
+    server = redis_factory()
+    registry = CollectorRegistry()
+    async with node(server.url, prefix, registry=registry) as a:
+        epochs: list[str] = []
+        a.on_epoch_change(epochs.append)
+        old_epoch = a.epoch
+        await a.commit(create(1), None)
+        await a.commit(create(2), None)
+
+        server.kill()
+        await eventually(lambda: not a.available)
+        assert sample(registry, "quantum_redis_up") == 0
+        assert sample(registry, "quantum_redis_outages_total") == 1
+        with pytest.raises(ChangeLogUnavailable):
+            await a.commit(create(3), None)
+        assert await a.replay(old_epoch, 0) is None
+        assert await a.head() == 2
+        assert a.epoch == old_epoch
+        assert not a.owns_disk_watch()
+
+        server.start()
+        await eventually(lambda: a.available)
+        assert a.epoch != old_epoch
+        assert epochs == [a.epoch]
+        assert await a.head() == 0
+        event = await a.commit(create(4), None)
+        assert (event.epoch, event.seq) == (a.epoch, 1)
+        assert await a.replay(a.epoch, 0) == [event]
+        await eventually(a.owns_disk_watch)
+        assert sample(registry, "quantum_redis_up") == 1
+        assert sample(registry, "quantum_redis_outages_total") == 1
+
+
+async def test_a_node_that_lost_a_change_abandons_the_epoch(redis_url: str, prefix: str) -> None:
+    async with node(redis_url, prefix) as a, node(redis_url, prefix) as b:
+        old_epoch = a.epoch
+        epochs_b: list[str] = []
+        b.on_epoch_change(epochs_b.append)
+        await a.commit(create(1), None)
+        async with Redis.from_url(redis_url) as admin:
+            # Writes (scripts included) stall past a's command timeout; Redis itself stays up.
+            await admin.client_pause(800, all=False)  # CLIENT PAUSE 800 WRITE
+            with pytest.raises(ChangeLogUnavailable):
+                await a.commit(create(2), None)
+        # Whatever became of that commit, clients of the old epoch cannot be sure to have it.
+        await eventually(lambda: a.available and a.epoch != old_epoch)
+        await eventually(lambda: b.epoch == a.epoch)
+        assert epochs_b == [a.epoch]
+        assert await b.replay(old_epoch, 1) is None
+        event = await b.commit(create(3), None)
+        assert (event.epoch, event.seq) == (a.epoch, 1)
+
+
+async def test_an_unreachable_redis_at_start_is_not_fatal(
+    redis_factory: Callable[[], RedisServer], prefix: str
+) -> None:
+    server = redis_factory()
+    server.kill()
+    async with node(server.url, prefix) as a:
+        assert not a.available
+        assert await a.head() == 0
+        assert await a.replay(a.epoch, 0) is None
+        offline_epoch = a.epoch
+        server.start()
+        await eventually(lambda: a.available)
+        assert a.epoch != offline_epoch
+        assert (await a.commit(create(1), None)).seq == 1
+
+
+async def test_exactly_one_node_owns_the_disk_watch_with_failover(
+    redis_url: str, prefix: str
+) -> None:
+    async with node(redis_url, prefix, lease_ttl=0.3) as a:
+        async with node(redis_url, prefix, lease_ttl=0.3) as b:
+            assert a.owns_disk_watch()
+            assert not b.owns_disk_watch()
+        # b is gone; a still holds it
+        assert a.owns_disk_watch()
+        async with node(redis_url, prefix, lease_ttl=0.3) as c:
+            changes: list[bool] = []
+            c.on_disk_watch_change(changes.append)
+            await a.close()  # a clean shutdown releases the lease
+            await eventually(c.owns_disk_watch, timeout=2)
+            assert changes == [True]
