@@ -101,6 +101,9 @@ class ProvisionContext:
     """Directory of the config file (relative paths in options stay relative to the CWD)."""
     build_routes: Callable[[Sequence[Mapping[str, Any]], str], Awaitable[RouteChain]]
     """Compile nested routes (``subroute``): ``await build_routes(routes, json_path)``."""
+    workers: int = 1
+    """How many processes serve this config (``workers``); state kept in process memory is
+    not shared between them."""
     shared: UsagePool = field(default_factory=UsagePool)
     """Resources shared with other handlers and across reloads (one pool per running Quantum):
     ``await ctx.shared.acquire(key, create)``, released in ``cleanup``."""

@@ -164,6 +164,7 @@ class Builder:
             logger=structlog.get_logger(f"quantum.handler.{spec.name}").bind(server=server.name),
             config_dir=config.config_dir,
             build_routes=build_routes,
+            workers=config.workers,
             shared=self.shared,
         )
         self.created.append(handler)

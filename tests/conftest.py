@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 from tests.support.processes import QuantumProcess, free_port
 
+pytest_plugins = ["tests.fixtures.redis"]
+
 
 @pytest.fixture
 def quantum_factory(tmp_path: Path) -> Iterator[type[QuantumProcess]]:

@@ -82,3 +82,15 @@ def test_one_folder_with_two_engine_configs_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "routes[1].handle[0]: file_sync:" in result.stderr
     assert "is already served with other journal" in result.stderr
+
+
+def test_workers_with_the_memory_broker_are_refused(tmp_path: Path) -> None:
+    config = file_sync_config()
+    config["workers"] = 2
+    config["admin"] = {"disabled": True}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    result = run_quantum("validate", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "file_sync: workers: 2 needs the redis broker" in result.stderr
+    assert not (tmp_path / "sync-data" / ".quantum").exists()  # refused before opening anything

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from quantum_file_sync.operations import ChangeEvent, Operation
 
 Listener = Callable[[ChangeEvent], None]
+EpochListener = Callable[[str], None]
 
 
 class ChangeLogUnavailable(RuntimeError):
@@ -56,3 +57,9 @@ class ChangeLog(abc.ABC):
         """Whether this node should publish changes seen by its disk watcher (one node per
         shared root; the Redis implementation holds a lease)."""
         return True
+
+    def on_epoch_change(self, listener: EpochListener) -> Callable[[], None]:
+        """Call ``listener(new_epoch)`` when the journal moves to another epoch while open
+        (its history was lost): live subscribers must resync. The embedded journal only
+        changes epoch when it is reopened, so by default this never fires."""
+        return lambda: None

@@ -43,7 +43,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from quantum.metrics import get_or_create
-from quantum_file_sync.changelog import ChangeLog, ChangeLogUnavailable, Listener
+from quantum_file_sync.changelog import (
+    ChangeLog,
+    ChangeLogUnavailable,
+    EpochListener,
+    Listener,
+)
 from quantum_file_sync.lease import (
     DiskWatchLease,
     cancel_and_wait,
@@ -51,7 +56,6 @@ from quantum_file_sync.lease import (
 )
 from quantum_file_sync.operations import ChangeEvent, Operation, operation_from_json
 
-EpochListener = Callable[[str], None]
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
 # KEYS: epoch, seq, stream.  ARGV: candidate epoch, frame head, frame tail, maxlen, channel.

@@ -54,6 +54,12 @@ class FileSyncHandler(Handler):
         settings = self.settings
         self.logger = ctx.logger.bind(handler="file_sync", root=str(settings.root))
         self.registry = ctx.registry
+        if ctx.workers > 1 and settings.broker.type == "memory":
+            raise ValueError(
+                f"workers: {ctx.workers} needs the redis broker "
+                '(broker: {"type": "redis", "url": ...}): with the memory broker each worker '
+                "would keep its own journal and see only its own changes"
+            )
         self.auth = await asyncio.to_thread(TokenAuth.from_settings, settings.auth)
         key = self.engine_settings.pool_key()
         engine, _ = await ctx.shared.acquire(

@@ -208,6 +208,7 @@ class WsManager:
         self._deferred_counts: dict[Any, int] = {}
         self._burst: list[ChangeEvent] = []
         self._unlisten: Callable[[], None] | None = None
+        self._unlisten_epoch: Callable[[], None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._epoch = ""
         self._closed = False
@@ -217,6 +218,7 @@ class WsManager:
     async def start(self) -> None:
         self._epoch = self._changelog.epoch
         self._unlisten = self._changelog.listen(self._on_event)
+        self._unlisten_epoch = self._changelog.on_epoch_change(self._epoch_changed)
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_loop(), name="quantum-ws-heartbeat"
         )
@@ -228,6 +230,8 @@ class WsManager:
         self._closed = True
         if self._unlisten is not None:
             self._unlisten()
+        if self._unlisten_epoch is not None:
+            self._unlisten_epoch()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         for conn in tuple(self._connections):
@@ -551,6 +555,8 @@ class WsManager:
 
     def _epoch_changed(self, epoch: str) -> None:
         """The journal was reset under live connections: seq restarts, clients must resync."""
+        if epoch == self._epoch:
+            return
         self._epoch = epoch
         for conn in tuple(self._subscribers.values()):
             conn.last_seq = 0
