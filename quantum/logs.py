@@ -33,6 +33,23 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at write time (so a replaced and closed stream, as in tests
+    that capture output, is never written to later)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+STDERR: TextIO = _CurrentStderr()  # type: ignore[assignment]
+
+
 @dataclass(frozen=True)
 class LogSettings:
     level: int
@@ -40,7 +57,7 @@ class LogSettings:
     stream: TextIO
 
 
-_settings = LogSettings(LEVELS["INFO"], json=True, stream=sys.stderr)
+_settings = LogSettings(LEVELS["INFO"], json=True, stream=STDERR)
 
 
 def settings() -> LogSettings:
@@ -53,7 +70,7 @@ def configure(
 ) -> None:
     """(Re)configure logging for the whole process."""
     global _settings
-    out = stream or sys.stderr
+    out = stream or STDERR
     numeric = LEVELS[level.upper()]
     if json is None:
         json = not out.isatty()
