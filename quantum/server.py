@@ -4,14 +4,17 @@ server currently owns that address (so a reload swaps routes without closing the
 from __future__ import annotations
 
 import asyncio
-import secrets
 import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from quantum.access_log import AccessLog
 from quantum.config import ServerConfig, TLSConfig
@@ -37,6 +40,16 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     if "text/html" in request.headers.get("Accept", ""):
         return web.Response(status=404, text=NOT_FOUND_HTML, content_type="text/html")
     return error_response(404, f"no route for {request.method} {request.path}", "not_found")
+
+
+async def _expect(request: web.Request) -> None:
+    """``Expect: 100-continue`` (curl sends it before large uploads): tell the client to go on
+    (aiohttp's router did this; the low-level server leaves it to us)."""
+    if request.version != HttpVersion11:
+        return
+    if request.headers[hdrs.EXPECT].lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers[hdrs.EXPECT]}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
@@ -79,6 +92,8 @@ class Dispatcher:
         response: web.StreamResponse | None = None
         try:
             try:
+                if hdrs.EXPECT in request.headers:
+                    await _expect(request)
                 response = await server.routes.dispatch(request, not_found)
             except web.HTTPException as exc:
                 response = _from_http_exception(exc)
@@ -130,7 +145,7 @@ class Dispatcher:
             "status": status,
             "bytes": size,
             "duration": round(elapsed, 6),
-            "request_id": request.headers.get("X-Request-Id") or secrets.token_hex(8),
+            "request_id": request.headers.get("X-Request-Id") or access.request_id(),
             "remote": request.remote,
         }
         if access.with_headers:
@@ -144,29 +159,54 @@ def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     return context
 
 
+MAX_BUFFERED_BODY = 1024**2
+"""``request.read()`` limit; handlers that take large bodies stream ``request.content``."""
+
+
+def _make_request(
+    message: RawRequestMessage,
+    payload: StreamReader,
+    protocol: RequestHandler,
+    writer: AbstractStreamWriter,
+    task: asyncio.Task[None],
+) -> web.Request:
+    return web.Request(
+        message,
+        payload,
+        protocol,
+        writer,
+        task,
+        asyncio.get_running_loop(),
+        client_max_size=MAX_BUFFERED_BODY,
+    )
+
+
 class Listener:
-    """One bound socket (TCPSite) with its own AppRunner."""
+    """One bound socket (TCPSite) served by aiohttp's low-level server: Quantum's router
+    replaces aiohttp's, so a request goes straight from the parser to the Dispatcher."""
 
     def __init__(self, dispatcher: Dispatcher, *, reuse_port: bool, grace: float) -> None:
         self.dispatcher = dispatcher
-        config = dispatcher.server.config
-        app = web.Application(
-            handler_args={
-                "max_field_size": config.max_header_size,
-                "max_line_size": config.max_header_size,
-                "keepalive_timeout": config.idle_timeout,
-            },
-        )
-        app.router.add_route("*", "/{tail:.*}", dispatcher)
-        # Our own grace period runs before close(); this only bounds stragglers.
-        self.runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=min(grace, 1.0)
-        )
+        self.grace = grace
         self.reuse_port = reuse_port
         self.site: web.TCPSite | None = None
+        self.runner: web.ServerRunner | None = None
 
     async def start(self) -> None:
         key = self.dispatcher.key
+        config = self.dispatcher.server.config
+        server = web.Server(
+            self.dispatcher,  # type: ignore[arg-type]  # it takes the web.Request we make
+            request_factory=_make_request,
+            access_log=None,
+            max_field_size=config.max_header_size,
+            max_line_size=config.max_header_size,
+            keepalive_timeout=config.idle_timeout,
+        )
+        # Our own grace period runs before close(); this only bounds stragglers.
+        self.runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=min(self.grace, 1.0)
+        )
         await self.runner.setup()
         self.site = web.TCPSite(
             self.runner,
@@ -185,9 +225,10 @@ class Listener:
     async def stop_accepting(self) -> None:
         if self.site is not None:
             await self.site.stop()
-        server = self.runner.server
+        server = self.runner.server if self.runner else None
         if server is not None:
             server.pre_shutdown()
 
     async def close(self) -> None:
-        await self.runner.cleanup()
+        if self.runner is not None:
+            await self.runner.cleanup()
