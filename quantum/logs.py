@@ -18,7 +18,7 @@ LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40, "CRIT
 def redact_headers(headers: Any) -> dict[str, str]:
     """Headers fit for a log line: credentials replaced by ``REDACTED``."""
     return {
-        name: (REDACTED if name.lower() in SENSITIVE_HEADERS else value)
+        str(name): (REDACTED if name.lower() in SENSITIVE_HEADERS else str(value))
         for name, value in headers.items()
     }
 
