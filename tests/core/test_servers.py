@@ -190,3 +190,13 @@ def test_malformed_requests_get_4xx_and_server_stays_up(plain_server: Any, paylo
         b"ok"
     )
     assert server.proc is not None and server.proc.poll() is None
+
+
+def test_expect_100_continue_is_answered(plain_server: Any) -> None:
+    with socket.create_connection(("127.0.0.1", plain_server.port), timeout=5) as sock:
+        sock.sendall(
+            b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"hello")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
