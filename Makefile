@@ -33,8 +33,11 @@ pytest: $(STAMP) system-packages
 
 test: lint typecheck pytest
 
+BENCHES ?= http_core ws_fanout sync_latency initial_sync multinode
+
+# Benchmarks run outside the test-suite (minutes each); results go to BENCHMARKS.md by hand.
 bench: $(STAMP) system-packages
-	$(PY) -m bench
+	for b in $(BENCHES); do $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

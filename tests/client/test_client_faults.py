@@ -25,7 +25,10 @@ def test_kill_9_mid_download_leaves_no_truncated_file(
     tmp = b.folder / ".quantum-sync" / "tmp"
 
     def downloading() -> bool:
-        return tmp.is_dir() and any(p.stat().st_size > 0 for p in tmp.iterdir())
+        try:
+            return tmp.is_dir() and any(p.stat().st_size > 0 for p in tmp.iterdir())
+        except FileNotFoundError:  # a temp file renamed into place between listing and stat
+            return False
 
     wait_until(downloading, what="a download in progress")
     b.kill()  # SIGKILL, mid-download
