@@ -1,7 +1,7 @@
 """Initial sync, server → empty folder: ``realtime-sync-client`` next to an rsync daemon.
 
     .venv/bin/python bench/initial_sync.py [--files 5000] [--file-size 4096] [--big-mib 200]
-                                           [--runs 3] [--json]
+                                           [--runs 3] [--keep-copies] [--json]
 
 Two trees, each served at the same time by a ``quantum`` file_sync server and by
 ``rsync --daemon --no-detach --port P --config F`` (a module pointing at the same directory,
@@ -10,8 +10,16 @@ one 200 MiB file. Each run copies the tree into a fresh empty folder with
 ``realtime-sync-client --initial-sync`` (one pass, then exit) and with
 ``rsync -a rsync://127.0.0.1:P/tree/ DIR/``; both are whole processes, timed from start to
 exit, with the source in the page cache. The best of ``--runs`` counts; the target is
-client ≤ 1.5 x rsync. Prints a markdown table; ``--json`` also writes
-``bench/results/initial_sync.json`` (gitignored).
+client ≤ 1.5 x rsync.
+
+Each copy is deleted before the next run, unless ``--keep-copies``: then all copies of a tree
+are deleted after its last run. On a filesystem that avoids reusing just-freed inodes (ext4
+without a journal scans past each one on every file creation for a minute or more), deleting
+5,000 files right before a run makes that run's file creations far slower, by an amount that
+depends on where the allocator lands; keeping the copies measures both tools on clean ground.
+
+Prints a markdown table; ``--json`` also writes ``bench/results/initial_sync.json``
+(gitignored).
 """
 
 from __future__ import annotations
@@ -98,19 +106,31 @@ def timed(command: list[str]) -> float:
 
 
 def best_of(
-    runs: int, workdir: Path, copy: Callable[[Path], float], expected: dict[str, int]
+    runs: int,
+    workdir: Path,
+    copy: Callable[[Path], float],
+    expected: dict[str, int],
+    keep_copies: bool = False,
+    label: str = "copy",
 ) -> float:
     times = []
+    targets = []
     for n in range(runs):
-        target = workdir / f"copy-{n}"
+        target = workdir / f"{label}-{n}"
         times.append(copy(target))
         if tree_bytes(target) != expected:
             raise RuntimeError(f"{target} is not a complete copy")
-        shutil.rmtree(target)
+        targets.append(target)
+        if not keep_copies:
+            shutil.rmtree(target)
+    for target in targets:
+        shutil.rmtree(target, ignore_errors=True)
     return min(times)
 
 
-def compare(name: str, build: Callable[[Path], None], runs: int) -> dict[str, Any]:
+def compare(
+    name: str, build: Callable[[Path], None], runs: int, keep_copies: bool
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="quantum-initial-") as tmp:
         base = Path(tmp)
         root = base / "root"
@@ -129,8 +149,8 @@ def compare(name: str, build: Callable[[Path], None], runs: int) -> dict[str, An
             # Warm both servers (and the page cache) once before timing.
             best_of(1, base, with_rsync, expected)
             best_of(1, base, with_client, expected)
-            rsync_time = best_of(runs, base, with_rsync, expected)
-            client_time = best_of(runs, base, with_client, expected)
+            rsync_time = best_of(runs, base, with_rsync, expected, keep_copies, "rsync")
+            client_time = best_of(runs, base, with_client, expected, keep_copies, "client")
     return {
         "tree": name,
         "files": len(expected),
@@ -148,6 +168,9 @@ def main() -> int:
     parser.add_argument("--file-size", type=int, default=4096)
     parser.add_argument("--big-mib", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--keep-copies", action="store_true", help="delete the copies only after the last run"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = [
@@ -155,9 +178,13 @@ def main() -> int:
             f"{args.files} x {args.file_size // 1024} KiB",
             lambda root: make_small_tree(root, args.files, args.file_size),
             args.runs,
+            args.keep_copies,
         ),
         compare(
-            f"1 x {args.big_mib} MiB", lambda root: make_big_tree(root, args.big_mib), args.runs
+            f"1 x {args.big_mib} MiB",
+            lambda root: make_big_tree(root, args.big_mib),
+            args.runs,
+            args.keep_copies,
         ),
     ]
     print("| tree | rsync daemon | realtime-sync-client | ratio | target |")

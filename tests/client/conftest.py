@@ -19,6 +19,15 @@ CLIENT = str(Path(sys.executable).parent / "realtime-sync-client")
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
     """Every synced entry below ``root``: path → bytes (``None`` for a directory)."""
+    for _ in range(100):
+        try:
+            return _snapshot(root)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # a directory vanished while being walked (a client is busy): look again
+    return _snapshot(root)
+
+
+def _snapshot(root: Path) -> dict[str, bytes | None]:
     found: dict[str, bytes | None] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()

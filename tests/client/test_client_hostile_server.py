@@ -51,11 +51,11 @@ def operation(seq: int, operation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fake_app(*, honest_listing: bool = False) -> web.Application:
+def fake_app(*, honest_listing: bool = False, bundles: bool = False) -> web.Application:
     app = web.Application()
     files = [] if honest_listing else [meta(p, EVIL) for p in HOSTILE_PATHS]
     files.append(meta("ok.txt", GOOD))
-    if not honest_listing:
+    if not honest_listing or bundles:
         files.append(meta("liar.txt", GOOD))  # announced hash of GOOD, served EVIL
 
     async def list_files(request: web.Request) -> web.Response:
@@ -110,6 +110,26 @@ def fake_app(*, honest_listing: bool = False) -> web.Application:
             pass
         return socket
 
+    async def bundle(request: web.Request) -> web.StreamResponse:
+        asked = (await request.json())["paths"]
+        assert set(asked) <= {"ok.txt", "liar.txt"}, asked  # hostile names are never asked for
+        response = web.StreamResponse(headers={"Content-Type": "application/x-quantum-bundle"})
+        await response.prepare(request)
+
+        def record(path: str, data: bytes, announced: bytes) -> bytes:
+            digest = hashlib.sha256(announced).hexdigest()
+            header = {"path": path, "size": len(data), "hash": digest}
+            return json.dumps(header).encode() + b"\n" + data
+
+        await response.write(record("../bundle-escape.txt", EVIL, EVIL))  # never asked for
+        await response.write(record("liar.txt", EVIL, GOOD))  # announced GOOD, sends EVIL
+        await response.write(record("ok.txt", GOOD, GOOD))
+        await response.write(b'{"end": true, "files": 3, "errors": 0}\n')
+        await response.write_eof()
+        return response
+
+    if bundles:
+        app.router.add_post("/api/bundle", bundle)
     app.router.add_get("/api/list", list_files)
     app.router.add_get("/api/changes", changes)
     app.router.add_get("/api/files/{path:.*}", get_file)
@@ -134,6 +154,13 @@ async def hostile_server() -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def hostile_bundles() -> AsyncIterator[str]:
+    """Lists honestly, then sends lying and unasked-for files in its bundles."""
+    async for url in serve(fake_app(honest_listing=True, bundles=True)):
+        yield url
+
+
+@pytest.fixture
 async def hostile_journal() -> AsyncIterator[str]:
     """Lists honestly, then replays hostile operations from ``/api/changes``."""
     async for url in serve(fake_app(honest_listing=True)):
@@ -147,6 +174,7 @@ def escaped(tmp_path: Path) -> list[Path]:
         tmp_path / "ws-escape.txt",
         tmp_path / "moved-out.txt",
         tmp_path / "changes-escape.txt",
+        tmp_path / "bundle-escape.txt",
         Path("/tmp/absolute-escape.txt"),
         Path("/tmp/ws-absolute.txt"),
         Path("/tmp/changes-abs"),
@@ -181,6 +209,17 @@ async def test_one_pass_refuses_hostile_paths_and_lying_content(
         assert json.dumps(path)[1:-1] in stderr
     assert "liar.txt" in stderr and "hashes to" in stderr
     assert "could not be synced" in stderr.splitlines()[-1]
+
+
+async def test_bundles_deliver_only_what_was_asked_for_and_verified(
+    hostile_bundles: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "folder"
+    code, stderr = await run_client("--server", hostile_bundles, "--local-path", str(folder))
+    assert escaped(tmp_path) == []
+    assert snapshot(folder) == {"ok.txt": GOOD}
+    assert "liar.txt" in stderr and "hashes to" in stderr
+    assert code == 7, stderr
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="inotify watcher")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 
 import pytest
 
@@ -170,6 +171,65 @@ def test_delete_file_then_directory_with_its_contents(server: RunningQuantum) ->
         {"Delete": {"path": "del/one.txt", "is_directory": False}},
         {"Delete": {"path": "del", "is_directory": True}},
     ]
+
+
+def test_non_recursive_delete_only_removes_an_empty_directory(server: RunningQuantum) -> None:
+    put(server, "keep/inner/file.txt", b"created by someone else")
+    seq = changes(server)["seq"]
+    for target in ("keep", "keep/inner"):
+        refused = http("DELETE", f"{server.url}/api/files/{target}?recursive=false")
+        assert (refused.status, refused.json()["code"]) == (409, "not_empty")
+    assert (server.root / "keep" / "inner" / "file.txt").read_bytes() == b"created by someone else"
+    file = http("DELETE", server.url + "/api/files/keep/inner/file.txt?recursive=false")
+    assert file.status == 204  # a file is just deleted
+    assert http("DELETE", server.url + "/api/files/keep/inner?recursive=false").status == 204
+    assert http("DELETE", server.url + "/api/files/keep?recursive=0").status == 204
+    assert not (server.root / "keep").exists()
+    assert operations(server, seq) == [
+        {"Delete": {"path": "keep/inner/file.txt", "is_directory": False}},
+        {"Delete": {"path": "keep/inner", "is_directory": True}},
+        {"Delete": {"path": "keep", "is_directory": True}},
+    ]
+    bad = http("DELETE", server.url + "/api/files/x?recursive=maybe")
+    assert (bad.status, bad.json()["code"]) == (400, "bad_request")
+
+
+def test_downloads_leave_the_disk_watcher_idle(start_quantum: StartQuantum) -> None:
+    """Serving files changes nothing on disk: no access-time update (an inode write, and a
+    metadata change the watcher could only take for a possible rewrite), no watcher batch, no
+    journal entry."""
+    config = {**file_sync_config(enable_upload=True), "logging": {"level": "DEBUG"}}
+    server = start_quantum(config)
+    put(server, "watched/file.txt", b"read me often")
+    put(server, "watched/other.txt", b"and me")
+    target = server.root / "watched" / "file.txt"
+    wait_until_quiet(server)
+    atime = target.stat().st_atime_ns
+    seq = changes(server)["seq"]
+    batches = server.logs().count('"disk changes"')
+    for _ in range(25):
+        assert http("GET", server.url + "/api/files/watched/file.txt").body == b"read me often"
+        paths = {"paths": ["watched/file.txt", "watched/other.txt"]}
+        assert http("POST", server.url + "/api/bundle", json_body=paths).status == 200
+    wait_until_quiet(server)
+    assert server.logs().count('"disk changes"') == batches
+    assert target.stat().st_atime_ns == atime
+    assert changes(server)["seq"] == seq
+
+
+def wait_until_quiet(server: RunningQuantum, quiet: float = 0.6, timeout: float = 10.0) -> None:
+    """Until the server's log stopped growing for ``quiet`` seconds (the watcher's batches
+    come ~50 ms after the events)."""
+    deadline = time.monotonic() + timeout
+    size, since = len(server.logs()), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = len(server.logs())
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+    raise AssertionError("the server never went quiet")
 
 
 def test_mkdir_creates_parents_and_is_idempotent(server: RunningQuantum) -> None:

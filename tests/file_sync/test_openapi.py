@@ -31,6 +31,7 @@ def test_the_document_is_openapi_3_1_and_describes_every_endpoint(server: Runnin
         "/api/mkdir",
         "/api/move",
         "/api/changes",
+        "/api/bundle",
         "/api/openapi.json",
     }
     assert set(document["paths"]["/api/files/{path}"]) >= {"get", "head", "put", "delete"}
@@ -51,6 +52,7 @@ def test_api_conforms_to_its_openapi_document(server: RunningQuantum) -> None:
         "POST /api/mkdir",
         "POST /api/move",
         "GET /api/changes",
+        "POST /api/bundle",
     }
     for operation in operations:
 

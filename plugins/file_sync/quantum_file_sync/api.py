@@ -17,9 +17,9 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from quantum_file_sync import errors, paths
+from quantum_file_sync import bundle, errors, paths
 from quantum_file_sync.changelog import ChangeLog
-from quantum_file_sync.download import etag_of, file_response, parse_etags
+from quantum_file_sync.download import BundleResponse, etag_of, file_response, parse_etags
 from quantum_file_sync.errors import ApiError, error_response
 from quantum_file_sync.index import walk
 from quantum_file_sync.metadata import HashCache, StatKey, file_metadata
@@ -77,6 +77,7 @@ class FileApi:
             "/changes": {hdrs.METH_GET: self.changes, hdrs.METH_HEAD: self.changes},
             "/mkdir": {hdrs.METH_POST: self.mkdir},
             "/move": {hdrs.METH_POST: self.move},
+            "/bundle": {hdrs.METH_POST: self.bundle},
             "/openapi.json": {hdrs.METH_GET: self.openapi, hdrs.METH_HEAD: self.openapi},
         }
         self._file_routes: dict[str, FileEndpoint] = {
@@ -168,6 +169,18 @@ class FileApi:
         download = await asyncio.to_thread(self.storage.open_for_read, rel)
         return file_response(request, rel, download, self.metrics.bytes_downloaded.inc)
 
+    async def bundle(self, request: web.Request) -> web.StreamResponse:
+        """Many files in one streamed response (format: :mod:`quantum_file_sync.bundle`)."""
+        body = await _json_object(request, limit=bundle.MAX_REQUEST_BYTES)
+        requested = body.get("paths")
+        if not isinstance(requested, list):
+            raise errors.bad_request("'paths' must be a list of paths")
+        if len(requested) > bundle.MAX_PATHS:
+            raise errors.bad_request(f"a bundle holds at most {bundle.MAX_PATHS} paths")
+        rels = list(dict.fromkeys(paths.validate(rel) for rel in requested))
+        reader = bundle.BundleReader(self.root, self.hashes, rels)
+        return BundleResponse(reader, self.metrics.bytes_downloaded.inc)
+
     async def changes(self, request: web.Request) -> web.StreamResponse:
         since = _integer(request.query, "since", minimum=0) or 0
         epoch = request.query.get("epoch")
@@ -219,7 +232,8 @@ class FileApi:
     async def delete_file(self, request: web.Request, rel: str) -> web.StreamResponse:
         self._require_upload()
         if_match = parse_etags(request.headers.get(hdrs.IF_MATCH))
-        await self.storage.delete(rel, if_match, _source_client(request))
+        recursive = _boolean(request.query, "recursive", default=True)
+        await self.storage.delete(rel, if_match, _source_client(request), recursive=recursive)
         return web.Response(status=204)
 
     async def mkdir(self, request: web.Request) -> web.StreamResponse:
@@ -299,8 +313,9 @@ def _decode_cursor(cursor: str, directory: str) -> tuple[str, ...]:
     return tuple(rel.split("/"))
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+async def _json_object(request: web.Request, *, limit: int | None = None) -> dict[str, Any]:
+    """The body as a JSON object; ``limit`` replaces aiohttp's ``client_max_size``."""
+    raw = await request.read() if limit is None else await _read_body(request, limit)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -308,6 +323,18 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise errors.bad_request("the body must be a JSON object", "invalid_json")
     return body
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    too_large = ApiError(413, "too_large", f"the body is limited to {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
 
 
 def _field(body: Mapping[str, Any], key: str) -> str:

@@ -1,24 +1,32 @@
-"""``GET``/``HEAD`` of a file: content-hash ETag, ``If-None-Match``, ``Range``, sendfile.
+"""Downloads: ``GET``/``HEAD`` of one file (content-hash ETag, ``If-None-Match``, ``Range``,
+sendfile) and bundles of many files (``POST /api/bundle``).
 
 aiohttp's ``FileResponse`` is not used on purpose: its ETag is mtime-based, and it would serve a
-sibling ``NAME.gz`` instead of ``NAME`` to clients accepting gzip.
+sibling ``NAME.gz`` instead of ``NAME`` to clients accepting gzip. Both responses send their body
+in ``prepare``, so the handler can still add headers (CORS) to the response the API returned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import mimetypes
 import os
 import weakref
 from collections.abc import Callable
 from email.utils import formatdate
+from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
+from quantum_file_sync.bundle import MEDIA_TYPE, Batch, BundleReader, LargeFile, end_record
 from quantum_file_sync.storage import Download
 
-CHUNK_SIZE = 256 * 1024
+T = TypeVar("T")
+CHUNK_SIZE = 1024 * 1024
+"""Read per worker-thread hop where ``sendfile`` is not available (uvloop): large enough that
+the hops cost little next to the copy."""
 
 
 def parse_etags(header: str | None) -> frozenset[str] | None:
@@ -91,9 +99,7 @@ class FileSendResponse(web.StreamResponse):
     async def _copy(self) -> None:
         position, remaining = self._offset, self._count
         while remaining:
-            chunk = await asyncio.to_thread(
-                os.pread, self._fd, min(CHUNK_SIZE, remaining), position
-            )
+            chunk = await _in_thread(os.pread, self._fd, min(CHUNK_SIZE, remaining), position)
             if not chunk:
                 raise ConnectionResetError("file shrank while being sent")
             await self.write(chunk)
@@ -158,3 +164,99 @@ def _bounds(requested: slice | None, size: int) -> tuple[int, int] | None:
     if start >= size or stop <= start:
         return None
     return start, stop - start
+
+
+class BundleResponse(web.StreamResponse):
+    """Stream the records of a :class:`BundleReader`.
+
+    Batches are read in a worker thread, the next one while the current one is being sent. A
+    large file is streamed in chunks, its last chunk held back until the whole content matched
+    the announced hash: a file that changes meanwhile ends the response early (no end record),
+    so a client never receives a complete record with wrong bytes."""
+
+    def __init__(self, reader: BundleReader, on_sent: Callable[[int], None] | None = None) -> None:
+        super().__init__(
+            status=200,
+            headers={
+                hdrs.CONTENT_TYPE: MEDIA_TYPE,
+                hdrs.CACHE_CONTROL: "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+        self._reader = reader
+        self._on_sent = on_sent
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return await super().prepare(request)
+        pending: asyncio.Future[Batch] | None = None
+        try:
+            writer = await super().prepare(request)
+            reader = self._reader
+            pending = self._read_ahead()
+            while pending is not None:
+                batch = await asyncio.shield(pending)  # cancelled or not, it finishes (below)
+                pending = self._read_ahead()
+                try:
+                    await self.write(batch.data)
+                    if batch.large is not None:
+                        await self._stream(batch.large)
+                finally:
+                    if batch.large is not None:
+                        os.close(batch.large.fd)
+            await self.write(end_record(reader.files, reader.errors))
+            if self._on_sent is not None:
+                self._on_sent(reader.content_bytes)
+            await super().write_eof()
+            return writer
+        finally:
+            if pending is not None:  # the reader is not thread-safe: let its read finish
+                await asyncio.wait([pending])
+                if not pending.cancelled() and pending.exception() is None:
+                    left = pending.result().large
+                    if left is not None:
+                        os.close(left.fd)
+            self._reader.close()
+
+    def _read_ahead(self) -> asyncio.Future[Batch] | None:
+        if self._reader.done:
+            return None
+        return asyncio.ensure_future(asyncio.to_thread(self._reader.next_batch))
+
+    async def _stream(self, large: LargeFile) -> None:
+        """Send ``large``'s bytes (the caller closes its descriptor)."""
+        digest = hashlib.sha256()
+        position = 0
+        held = b""
+        while position < large.size:
+            count = min(CHUNK_SIZE, large.size - position)
+            chunk = await _in_thread(_pread_hashed, large.fd, count, position, digest)
+            if not chunk:
+                raise ConnectionResetError(f"{large.path!r} shrank while being sent")
+            position += len(chunk)
+            if held:
+                await self.write(held)
+            held = chunk
+        if digest.hexdigest() != large.digest:
+            raise ConnectionResetError(f"{large.path!r} changed while being sent")
+        if held:
+            await self.write(held)
+
+
+async def _in_thread(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a worker thread. A cancelled caller still waits for the thread to
+    finish: it reads from a descriptor the caller closes next."""
+    task = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller is gone, its outcome does not matter
+        raise
+
+
+def _pread_hashed(fd: int, count: int, offset: int, digest: Any) -> bytes:
+    chunk = os.pread(fd, count, offset)
+    digest.update(chunk)
+    return chunk

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from quantum_file_sync.operations import FileMetadata
+from quantum_file_sync.reads import open_for_reading
 
 CHUNK_SIZE = 1024 * 1024
 _MAX_CACHED = 1_000_000
@@ -77,7 +78,7 @@ class HashCache:
         """Stat and hash the regular file at ``path`` without following a final symbolic link.
 
         Blocking. Raises ``FileNotFoundError``, ``IsADirectoryError`` or another ``OSError``."""
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_for_reading(path, flags=os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             return self.hash_fd(fd, refresh=refresh)
         finally:

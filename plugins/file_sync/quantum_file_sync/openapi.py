@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from quantum_file_sync import bundle
 from quantum_file_sync.paths import MAX_PATH_BYTES
 
 _REF = "#/components/schemas/"
@@ -158,6 +159,18 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["path"],
         "properties": {"path": {"type": "string", "minLength": 1}},
     },
+    "BundleRequest": {
+        "type": "object",
+        "required": ["paths"],
+        "properties": {
+            "paths": {
+                "type": "array",
+                "maxItems": bundle.MAX_PATHS,
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_BYTES},
+                "description": "files to send, in this order (a repeated path is sent once)",
+            }
+        },
+    },
     "MoveRequest": {
         "type": "object",
         "required": ["from", "to"],
@@ -197,6 +210,7 @@ def document(*, auth: bool, version: str = "0.1.0") -> dict[str, Any]:
         },
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
+    binary = {"type": "string", "format": "binary"}
     read_errors = _errors(400, 401, 403, 404, 409, auth=auth)
     get_file = {
         "summary": "Download a file",
@@ -280,7 +294,17 @@ def document(*, auth: bool, version: str = "0.1.0") -> dict[str, Any]:
                 },
                 "delete": {
                     "summary": "Delete a file, or a directory with its contents",
-                    "parameters": [client, if_match],
+                    "parameters": [
+                        client,
+                        if_match,
+                        {
+                            "name": "recursive",
+                            "in": "query",
+                            "schema": {"type": "boolean", "default": True},
+                            "description": "false: delete a directory only when it is empty "
+                            "(409 `not_empty` otherwise)",
+                        },
+                    ],
                     "responses": {
                         "204": {"description": "deleted"},
                         **_errors(400, 401, 403, 404, 409, 412, auth=auth),
@@ -315,6 +339,28 @@ def document(*, auth: bool, version: str = "0.1.0") -> dict[str, Any]:
                     "responses": {
                         "200": _json("Metadata", "moved; metadata at the new path"),
                         **_errors(400, 401, 403, 404, 409, 413, auth=auth),
+                    },
+                }
+            },
+            "/api/bundle": {
+                "post": {
+                    "summary": "Download many files in one streamed response",
+                    "description": "Each file is a JSON header line "
+                    '`{"path", "size", "hash"}` followed by exactly `size` bytes; a file that '
+                    'is not sent is a line `{"path", "error", "message"}`; the last line is '
+                    '`{"end": true, "files", "errors"}`. See docs/api.md.',
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": _REF + "BundleRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the records, streamed",
+                            "content": {bundle.MEDIA_TYPE: {"schema": binary}},
+                        },
+                        **_errors(400, 401, 403, 413, auth=auth),
                     },
                 }
             },

@@ -11,6 +11,7 @@ from cancellation: once a body is fully received, the change completes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import hashlib
 import os
@@ -28,11 +29,11 @@ from quantum_file_sync.index import Entry, Index, syncable, walk
 from quantum_file_sync.metadata import HashCache, StatKey, file_metadata
 from quantum_file_sync.operations import Create, Delete, FileMetadata, Move, Update
 from quantum_file_sync.paths import PathError, SafeRoot, ancestors, is_within, name, parent
+from quantum_file_sync.reads import open_for_reading
 from quantum_file_sync.recorder import Recorder
 
 T = TypeVar("T")
 TEMP_DIR = (".quantum", "tmp")
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 class TreeLocks:
@@ -212,7 +213,7 @@ class Storage:
         caller owns ``Download.fd``."""
         real = self.root.resolve_for_read(rel)
         try:
-            fd = os.open(real, _READ_FLAGS)
+            fd = open_for_reading(real)
         except FileNotFoundError:
             raise errors.not_found(f"{rel!r} does not exist") from None
         except OSError as error:
@@ -309,8 +310,15 @@ class Storage:
     # -- delete, mkdir, move -------------------------------------------------------------------
 
     async def delete(
-        self, rel: str, if_match: frozenset[str] | None, source_client: str | None
+        self,
+        rel: str,
+        if_match: frozenset[str] | None,
+        source_client: str | None,
+        *,
+        recursive: bool = True,
     ) -> None:
+        """Delete a file, or a directory with its contents; with ``recursive=False`` only an
+        empty directory (409 ``not_empty`` otherwise: nothing the caller has not seen is lost)."""
         preconditions = Preconditions(if_match=if_match)
 
         async def commit() -> None:
@@ -319,17 +327,24 @@ class Storage:
                 if current is None:
                     raise errors.not_found(f"{rel!r} does not exist")
                 preconditions.check(current)
-                await asyncio.to_thread(self._remove, rel)
+                await asyncio.to_thread(self._remove, rel, recursive)
                 self.index.remove_tree(rel)
                 await self.recorder.record(Delete(rel, current.is_dir), source_client, "api")
 
         await _shielded(commit())
 
-    def _remove(self, rel: str) -> None:
+    def _remove(self, rel: str, recursive: bool) -> None:
         with _write_errors(rel), self.root.open_directory(parent(rel)) as directory:
             target = name(rel)
             st = os.stat(target, dir_fd=directory.fd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(st.st_mode) and not recursive:
+                try:
+                    os.rmdir(target, dir_fd=directory.fd)
+                except OSError as error:
+                    if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                    raise errors.conflict(f"{rel!r} is not empty", "not_empty") from None
+            elif stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(target, dir_fd=directory.fd)
             else:
                 os.unlink(target, dir_fd=directory.fd)
@@ -416,7 +431,7 @@ class Storage:
                     return None
                 if not with_hash:
                     return Current(is_dir=False, digest=None)
-                fd = os.open(name(rel), _READ_FLAGS, dir_fd=directory.fd)
+                fd = open_for_reading(name(rel), dir_fd=directory.fd)
                 try:
                     return Current(is_dir=False, digest=self.hashes.hash_fd(fd)[1])
                 finally:

@@ -10,6 +10,11 @@ have no events of their own.
 
 Only the node that owns the disk watch (``ChangeLog.owns_disk_watch``) journals what it sees;
 others just keep their index in step.
+
+Quantum's own reads (downloads, bundles, hashing) open files with ``O_NOATIME``
+(:mod:`quantum_file_sync.reads`): serving files changes no inode, so it can never give the
+watcher work (an attribute change would look like a possible rewrite within one mtime tick, and
+cost a re-hash). ``batches`` counts the batches processed; each one is logged at debug level.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class DiskWatcher:
         self._first_attempt = asyncio.Event()
         self._start_error: Exception | None = None
         self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        """Batches of OS events processed (each one is work: stat and maybe hash its paths)."""
 
     async def start(self, *, rescan: bool = False) -> None:
         """Start watching; returns once the OS watch is in place. ``rescan`` first settles
@@ -155,6 +162,8 @@ class DiskWatcher:
             rel = self.root.relative(path)
             if rel:
                 paths.setdefault(rel, set()).add(change)
+        self.batches += 1
+        self.logger.debug("disk changes", paths=len(paths), batch=self.batches)
         await self._reconcile(paths)
 
     async def _reconcile(self, paths: dict[str, set[Change]]) -> None:

@@ -18,11 +18,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import structlog
+from typing import TextIO
 
 from quantum_file_sync.client.exit_codes import ClientExit, ExitCode
+from quantum_file_sync.client.logs import Logger
 from quantum_file_sync.client.progress import Progress, SyncStats
 from quantum_file_sync.client.sync import ClientOptions, RealtimeSyncClient
 
@@ -107,35 +106,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-class _LogSink:
-    """structlog output that goes above the progress bar when one is shown."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-
-    def msg(self, message: str) -> None:
-        self.progress.write(message + "\n")
-
-    log = debug = info = warn = warning = error = critical = exception = msg
-
-
-def configure_logging(level: int, progress: Progress, stream: TextIO) -> Any:
-    renderer: Any
-    if stream.isatty():
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
-    else:
-        renderer = structlog.processors.JSONRenderer()
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=lambda *_: _LogSink(progress),
-        cache_logger_on_first_use=True,
-    )
-    return structlog.get_logger(PROG)
+def configure_logging(level: int, progress: Progress, stream: TextIO) -> Logger:
+    """Log lines go above the progress bar when one is shown."""
+    return Logger(level, progress.write, console=stream.isatty())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
+import functools
 import hashlib
 import itertools
 import os
+import queue
 import stat
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from quantum_file_sync.client.ignore import IgnoreRules
 from quantum_file_sync.client.merge import Version
@@ -34,6 +38,7 @@ from quantum_file_sync.paths import PathError, validate
 CHUNK = 1024 * 1024
 INLINE_HASH_LIMIT = 256 * 1024
 """Smaller files are hashed on the event loop: a thread hop would cost more than the hash."""
+_PID = os.getpid()
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 RACY_WINDOW_NS = 2_000_000_000
 """A file modified this recently may change again within one timestamp tick without its
@@ -100,6 +105,7 @@ class TargetChanged(Exception):
 Probe = LocalState | Unsupported | None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_modified(modified: str) -> int | None:
     """RFC 3339 → ns since the epoch (``None`` when unparsable)."""
     try:
@@ -140,7 +146,7 @@ class LocalTree:
         self._hard_links = True
 
     def abs(self, rel: str) -> str:
-        return os.path.join(self._root, rel)
+        return f"{self._root}/{rel}"  # ``rel`` is canonical: relative, no ``.`` or ``..``
 
     def stat_key(self, rel: str) -> StatKey | None:
         try:
@@ -247,7 +253,7 @@ class LocalTree:
         parts = rel.split("/")[:-1]
         current = self._root
         for part in parts:
-            current = os.path.join(current, part)
+            current = f"{current}/{part}"
             try:
                 st = os.lstat(current)
             except FileNotFoundError:
@@ -334,21 +340,61 @@ class LocalTree:
             self._hashes[dst] = cached
 
 
-def flush_to_disk(root: Path) -> None:
-    """Make every write to the folder's filesystem durable (``syncfs``; ``sync`` elsewhere).
+def flush_to_disk(root: Path, paths: Sequence[str]) -> None:
+    """Make the files just written at ``paths`` (below ``root``) durable, with their directory
+    entries. Blocking.
 
-    One call per batch of downloads instead of one ``fsync`` per file. Blocking."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    A few files are ``fsync``'d one by one, then every directory on their way from ``root``
+    (a parent created for them must not vanish either): nothing else is waited for (``syncfs``
+    would also flush whatever other programs wrote to the same filesystem). Many are made
+    durable by one ``syncfs`` (``sync`` where it is missing) instead of one ``fsync`` each."""
+    if len(paths) <= FSYNC_EACH_LIMIT:
+        directories = {""}
+        for rel in paths:
+            parts = rel.split("/")[:-1]
+            directories.update("/".join(parts[:n]) for n in range(1, len(parts) + 1))
+        for rel in paths:
+            _fsync(f"{root}/{rel}", os.O_RDONLY | os.O_NOFOLLOW)
+        for rel in sorted(directories, key=len, reverse=True):  # deepest first
+            _fsync(f"{root}/{rel}" if rel else str(root), os.O_RDONLY | os.O_DIRECTORY)
+        return
+    syncfs = _libc_function("syncfs")
+    if syncfs is not None:
         try:
-            if libc.syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        pass
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            pass
+        else:
+            try:
+                if syncfs(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
     os.sync()
+
+
+FSYNC_EACH_LIMIT = 32
+
+
+def _fsync(path: str, flags: int) -> None:
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC)
+    except OSError:
+        return  # gone or replaced since: whatever is there now has its own flush
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _libc_function(name: str) -> Any:
+    import ctypes  # only once something was downloaded
+
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def name_problem(rel: str) -> str | None:
@@ -363,33 +409,47 @@ def name_problem(rel: str) -> str | None:
 class TempDownload:
     """A file being downloaded into ``.quantum-sync/tmp/``, hashed as it is written.
 
-    :meth:`write` may run in a worker thread (one call at a time): large downloads hash and
-    write there while the event loop keeps reading the socket."""
+    :meth:`write` may run in a worker thread (one call at a time). A large download may leave
+    the hashing of what it writes (``hashed=False``) to a :class:`BackgroundHasher` fed with
+    the same chunks and updating :attr:`hasher`."""
 
     _names = itertools.count()
 
-    def __init__(self, tmp_dir: Path) -> None:
+    def __init__(self, tmp_dir: Path | str) -> None:
         while True:
-            self.path = os.path.join(tmp_dir, f"download-{os.getpid()}-{next(self._names)}")
+            self.path = f"{tmp_dir}/download-{_PID}-{next(self._names)}"
             try:
                 self._fd = os.open(self.path, _TEMP_FLAGS, 0o644)
                 break
             except FileExistsError:
                 continue
-        self._digest = hashlib.sha256()
+        self.hasher = hashlib.sha256()
         self.size = 0
         self.installed = False
         self._closed = False
 
-    def write(self, chunk: bytes) -> None:
+    @classmethod
+    def holding(cls, tmp_dir: Path | str, data: bytes) -> TempDownload:
+        """A finished temp file with ``data`` (blocking)."""
+        download = cls(tmp_dir)
+        try:
+            download.write(data)
+            download.finish()
+        except BaseException:
+            download.discard()
+            raise
+        return download
+
+    def write(self, chunk: bytes, *, hashed: bool = True) -> None:
         view = memoryview(chunk)
         while view:
             view = view[os.write(self._fd, view) :]
-        self._digest.update(chunk)
+        if hashed:
+            self.hasher.update(chunk)
         self.size += len(chunk)
 
     def hexdigest(self) -> str:
-        return self._digest.hexdigest()
+        return self.hasher.hexdigest()
 
     def finish(self) -> None:
         if not self._closed:
@@ -407,3 +467,45 @@ class TempDownload:
 
     def __exit__(self, *_: object) -> None:
         self.discard()
+
+
+class BackgroundHasher:
+    """Hashes chunks in a thread of its own, fed through a queue: the loop never waits for a
+    thread hop per chunk (only :meth:`close` waits, once, for the last chunks). Not the loop's
+    shared executor: a slow download must not hold one of its threads."""
+
+    def __init__(self, hasher: Any) -> None:
+        self._hasher = hasher
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._queued = 0
+        self._hashed = 0  # written by the worker thread only
+        loop = asyncio.get_running_loop()
+        self._done: asyncio.Future[None] = loop.create_future()
+        threading.Thread(target=self._run, args=(loop,), name="hash", daemon=True).start()
+
+    @property
+    def backlog(self) -> int:
+        """Bytes queued but not hashed yet."""
+        return self._queued - self._hashed
+
+    def update(self, chunk: bytes) -> None:
+        self._queued += len(chunk)
+        self._queue.put(chunk)
+
+    async def close(self) -> None:
+        """Wait until every queued chunk is hashed."""
+        self._queue.put(None)
+        await self._done
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            while (chunk := self._queue.get()) is not None:
+                self._hasher.update(chunk)
+                self._hashed += len(chunk)
+        finally:
+            loop.call_soon_threadsafe(_resolve, self._done)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

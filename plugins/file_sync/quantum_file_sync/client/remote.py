@@ -10,18 +10,21 @@ server refuses (412) rather than overwrite a version the client has not seen.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
 
+from quantum_file_sync.bundle import BundleDecoder, Record
 from quantum_file_sync.client.exit_codes import AuthFailed, BadServer
 from quantum_file_sync.client.local import (
     CHUNK,
     INLINE_HASH_LIMIT,
+    BackgroundHasher,
     FileUnstable,
     StatKey,
     TempDownload,
@@ -37,7 +40,10 @@ INLINE_UPLOAD_LIMIT = 4 * 1024 * 1024
 
 E = TypeVar("E", bound=BaseException)
 LIST_PAGE_SIZE = 10_000
+HASH_BACKLOG = 32 * 1024 * 1024
+"""Received bytes a download may run ahead of its hashing thread."""
 OnBytes = Callable[[int], None]
+Records = list[Record]
 
 
 class ConnectionLost(Exception):
@@ -54,6 +60,10 @@ class RemoteError(Exception):
 
 class PreconditionFailed(RemoteError):
     """412: the server's version is not the one the client based its action on."""
+
+
+class BundleUnsupported(Exception):
+    """The server has no bundle endpoint (an older file_sync): download one file at a time."""
 
 
 class HashMismatch(Exception):
@@ -82,6 +92,17 @@ class Changes:
 
 def unsafe_reason(path: object) -> str | None:
     """Why a server-supplied path must not be written (``None`` when it is safe)."""
+    if isinstance(path, str):
+        return _unsafe_text(path)  # every path is checked on arrival and again when settled
+    return _validation_problem(path)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _unsafe_text(path: str) -> str | None:
+    return _validation_problem(path)
+
+
+def _validation_problem(path: object) -> str | None:
     try:
         validate(path)
     except PathError as exc:
@@ -197,6 +218,30 @@ class RemoteClient:
                 f"announced {expected_hash[:12]}…"
             )
 
+    async def bundle(self, paths: Sequence[str], max_file_size: int) -> AsyncIterator[Records]:
+        """``POST /api/bundle``: the records of ``paths`` as they arrive, a list per chunk.
+
+        Raises BundleUnsupported, ConnectionLost, AuthFailed, RemoteError, or
+        :class:`~quantum_file_sync.bundle.BundleError` for a malformed or cut-short bundle. The
+        records' paths are the server's word: callers match them against what they asked for."""
+        decoder = BundleDecoder(max_file_size)
+        url = api_url(self.server, "bundle")
+        try:
+            async with await self._send(
+                "POST", url, headers=self.headers, json={"paths": list(paths)}
+            ) as resp:
+                if resp.status in (404, 405):
+                    raise BundleUnsupported(f"{self.server} has no bundle endpoint")
+                if resp.status != 200:
+                    await self._raise_for(resp)
+                async for chunk in resp.content.iter_any():
+                    records = decoder.feed(chunk)
+                    if records:
+                        yield records
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+        decoder.finish()
+
     # --- writing -----------------------------------------------------------------------------
 
     async def upload(
@@ -235,12 +280,17 @@ class RemoteClient:
         body = await self._json_url("PUT", file_url(self.server, path), headers=headers, data=data)
         return _entry(body)
 
-    async def delete(self, path: str, *, if_match: str | None) -> None:
+    async def delete(self, path: str, *, if_match: str | None, recursive: bool = True) -> None:
+        """Delete ``path``; ``recursive=False`` deletes only an empty directory (the server
+        answers 409 ``not_empty`` otherwise). Already gone counts as done."""
         headers = dict(self.headers)
         if if_match is not None:
             headers["If-Match"] = f'"{if_match}"'
+        url = file_url(self.server, path)
+        if not recursive:
+            url = url.with_query(recursive="false")
         try:
-            await self._json_url("DELETE", file_url(self.server, path), headers=headers)
+            await self._json_url("DELETE", url, headers=headers)
         except RemoteError as exc:
             if exc.status != 404:
                 raise
@@ -314,27 +364,29 @@ class RemoteClient:
 async def _receive(
     resp: aiohttp.ClientResponse, sink: TempDownload, on_bytes: OnBytes | None
 ) -> None:
-    """Copy the body into ``sink``. Past the first MiB, whole MiBs are hashed and written in a
-    worker thread (both release the GIL) while the loop reads the next one from the socket."""
-    buffer = bytearray()
-    writing: asyncio.Future[None] | None = None
+    """Copy the body into ``sink`` as it arrives, without extra copies.
+
+    A small body is written and hashed inline. A larger one is written by the loop chunk by
+    chunk while one worker thread, started once for the whole download, hashes the same chunks
+    (hashing releases the GIL): the SHA-256 costs no wall time beyond the transfer."""
+    length = resp.content_length
+    if length is not None and length <= INLINE_HASH_LIMIT:
+        data = await resp.content.read()
+        sink.write(data)
+        if on_bytes is not None:
+            on_bytes(len(data))
+        return
+    hasher = BackgroundHasher(sink.hasher)
     try:
-        async for chunk in resp.content.iter_chunked(CHUNK):
-            buffer += chunk
+        async for chunk in resp.content.iter_any():
+            sink.write(chunk, hashed=False)
+            hasher.update(chunk)
             if on_bytes is not None:
                 on_bytes(len(chunk))
-            if len(buffer) >= CHUNK:
-                if writing is not None:
-                    await writing
-                writing = asyncio.ensure_future(asyncio.to_thread(sink.write, bytes(buffer)))
-                buffer.clear()
-        if writing is not None:
-            await writing
-        if buffer:
-            sink.write(bytes(buffer))
+            while hasher.backlog > HASH_BACKLOG:
+                await asyncio.sleep(0.002)
     finally:
-        if writing is not None and not writing.done():
-            await asyncio.wait({writing})  # never close the file under a running write
+        await hasher.close()
 
 
 def _cause(exc: BaseException, kind: type[E]) -> E | None:

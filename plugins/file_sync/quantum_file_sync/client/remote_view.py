@@ -150,16 +150,29 @@ class RemoteView:
 
     def apply_listing(self, entries: Mapping[str, RemoteEntry], seq: int) -> set[str]:
         """Merge a complete listing taken at ``seq``; returns every path whose entry changed."""
+        changed = self._merge(entries, seq, list(self._entries))
+        self.last_seq = max(self.last_seq, seq)
+        return changed
+
+    def merge_subtree(
+        self, directory: str, entries: Mapping[str, RemoteEntry], seq: int
+    ) -> set[str]:
+        """Merge a complete listing of what lies below ``directory``, taken at ``seq`` (the
+        resume point stays where it is); returns every path whose entry changed."""
+        return self._merge(entries, seq, self.descendants(directory))
+
+    def _merge(self, entries: Mapping[str, RemoteEntry], seq: int, scope: list[str]) -> set[str]:
+        """Entries of the listing replace what is older than ``seq``; paths of ``scope`` the
+        listing does not hold are gone (unless an operation newer than ``seq`` set them)."""
         changed: set[str] = set()
         for path, entry in entries.items():
             if self._seqs.get(path, -1) <= seq and self._entries.get(path) != entry:
                 self._set(path, entry, seq)
                 changed.add(path)
-        for path in [p for p in self._entries if p not in entries]:
-            if self._seqs.get(path, -1) <= seq:
+        for path in scope:
+            if path not in entries and self._seqs.get(path, -1) <= seq:
                 self._set(path, None, seq)
                 changed.add(path)
-        self.last_seq = max(self.last_seq, seq)
         return changed
 
     def set_if_unchanged(self, path: str, entry: RemoteEntry | None, stamp: int) -> bool:

@@ -28,6 +28,7 @@ from quantum_file_sync.client.local import (
     parse_modified,
 )
 from quantum_file_sync.client.merge import Action, Version, decide
+from quantum_file_sync.client.prefetch import Prefetcher
 from quantum_file_sync.client.progress import Progress, SyncStats
 from quantum_file_sync.client.remote import (
     ConnectionLost,
@@ -76,6 +77,7 @@ class Settler:
         state: StateDB,
         view: RemoteView,
         remote: RemoteClient,
+        prefetch: Prefetcher,
         scheduler_ref: Callable[[], PathScheduler],
         stats: SyncStats,
         progress: Progress,
@@ -89,6 +91,7 @@ class Settler:
         self.state = state
         self.view = view
         self.remote = remote
+        self.prefetch = prefetch
         self._scheduler = scheduler_ref
         self.stats = stats
         self.progress = progress
@@ -295,8 +298,12 @@ class Settler:
             return True
         if probe is None and self._rename_instead(path, remote):
             return False
-        with TempDownload(self.local.tmp_dir) as temp:
-            await self.remote.download(path, remote.hash, temp, self.progress.add_bytes)
+        prefetched = await self.prefetch.take(path, remote.hash)
+        with prefetched or TempDownload(self.local.tmp_dir) as temp:
+            if prefetched is None:
+                await self.remote.download(path, remote.hash, temp, self.progress.add_bytes)
+            else:
+                self.progress.add_bytes(remote.size)
             try:
                 expected = None if probe is None else probe.key
                 key = self.local.install(temp, path, expected, parse_modified(remote.modified))
@@ -304,12 +311,36 @@ class Settler:
                 if "is not a directory" in str(exc):
                     raise ParentNotDirectory(str(exc)) from None
                 raise
+        self._downloaded(path, key, remote)
+        return False
+
+    def adopt_download(self, path: str, temp: TempDownload) -> bool:
+        """Install a file that arrived in a bundle right away, when that is what settling
+        ``path`` would do anyway: nobody is settling it, the server still has this version,
+        and the merge says "download" for a path with nothing local (``link()``, which never
+        overwrites, checks that last point). ``False``: settle the path the ordinary way."""
+        if self.scheduler.busy(path):
+            return False
+        remote = self.view.get(path)
+        if remote is None or remote.is_dir or remote.hash != temp.hexdigest():
+            return False
+        base = self.state.get(path)
+        if decide(_version(base), None, remote.version) is not Action.DOWNLOAD:
+            return False
+        try:
+            key = self.local.install(temp, path, None, parse_modified(remote.modified))
+        except (TargetChanged, UnsafeLocalPath, OSError):
+            return False
+        self._downloaded(path, key, remote)
+        self.progress.add_bytes(remote.size)
+        return True
+
+    def _downloaded(self, path: str, key: StatKey, remote: RemoteEntry) -> None:
         self.state.put(base_of(path, key, remote.hash, self.view.last_seq), needs_sync=True)
         self.stats.downloaded += 1
         self.stats.downloaded_bytes += remote.size
         self.progress.file_done()
         self._transfer_log("downloaded", path=path, size=remote.size)
-        return False
 
     def _rename_instead(self, path: str, remote: RemoteEntry) -> bool:
         """The server moved a file we hold unchanged: rename it locally, transfer nothing."""
@@ -379,7 +410,8 @@ class Settler:
         if remote is not None and remote.is_dir:
             # The local side replaced a directory by a file: empty the server's first.
             self._require_remote_dir_emptied(path)
-            await self.remote.delete(path, if_match=None)
+            if not await self._delete_remote_dir(path):
+                raise RemoteError(409, "not_empty", f"{path} holds entries that are not synced")
             self.view.set_if_unchanged(path, None, stamp)
             return True
         entry = await self.remote.upload(
@@ -422,7 +454,12 @@ class Settler:
         await self.check_deletes()
         if remote.is_dir:
             self._require_remote_dir_emptied(path)
-            await self.remote.delete(path, if_match=None)
+            if not await self._delete_remote_dir(path):
+                # It holds entries that are not synced (links, special files...): keep it.
+                self.log.info("kept directory deleted locally: not empty on the server", path=path)
+                key = self._make_local_dir(path)
+                self.state.put(base_of(path, key, None, self.view.last_seq))
+                return False
         else:
             await self.remote.delete(path, if_match=remote.hash)
         self.state.remove(path)
@@ -431,9 +468,41 @@ class Settler:
         self._transfer_log("deleted on the server", path=path, was_directory=base.is_dir)
         return False
 
+    async def _delete_remote_dir(self, path: str) -> bool:
+        """Delete the server's directory only if it is empty (``recursive=false``): a file
+        created there meanwhile, which this client has not heard of yet, is never deleted with
+        it. On the server's 409 ``not_empty`` the client re-lists the directory: what it did not
+        know is settled and the directory decided again (:class:`Deferred`). ``False``: the
+        listing showed nothing new, so what keeps it from being empty is not synced at all."""
+        try:
+            await self.remote.delete(path, if_match=None, recursive=False)
+        except RemoteError as exc:
+            if exc.code != "not_empty":
+                raise
+            if not await self._relist(path):
+                return False
+            raise Deferred(0.05, "it is not empty on the server") from None
+        return True
+
+    async def _relist(self, directory: str) -> bool:
+        """Merge a fresh listing of ``directory``'s subtree into the view and settle what it
+        changed; ``False`` when it changed nothing."""
+        stamp = self.view.stamp(directory)
+        try:
+            listing = await self.remote.list(directory)
+        except RemoteError as exc:
+            if exc.status in (404, 409):  # gone (or a file) meanwhile: its own settle decides
+                return True
+            raise
+        if self.view.stamp(directory) != stamp:
+            return True  # the directory itself changed meanwhile: its operation re-settles it
+        changed = self.view.merge_subtree(directory, listing.entries, listing.seq)
+        self.scheduler.add_all(sorted(changed))
+        return bool(changed)
+
     def _require_remote_dir_emptied(self, path: str) -> None:
-        """The server deletes directories recursively: only delete one whose content has been
-        settled path by path. Otherwise settle the children first and come back."""
+        """Only delete a directory whose content has been settled path by path. Otherwise
+        settle the children first and come back."""
         below = self.view.descendants(path)
         if not below:
             return

@@ -8,7 +8,8 @@ One run:
 3. a full pass: remote side from a listing (first contact, ``--initial-sync``, or when the journal
    cannot replay: ``recovered: false``) or from the merge base plus replayed operations; local
    side from a scan; every path is settled (:mod:`settle`) by a bounded pool of workers, after the
-   mass-delete guard approved the plan;
+   mass-delete guard approved the plan — except the small files the plan downloads, which come
+   in bundles (:mod:`prefetch`) and are installed as they arrive or then settled;
 4. realtime only: from then on, watcher batches and server operations only name paths to settle
    again; a reconnection that cannot replay triggers another full listing merge.
 
@@ -50,6 +51,7 @@ from quantum_file_sync.client.local import (
 )
 from quantum_file_sync.client.merge import Action, Version, decide
 from quantum_file_sync.client.moves import LocalMove, detect_moves
+from quantum_file_sync.client.prefetch import Prefetcher, Wanted
 from quantum_file_sync.client.progress import Progress, SyncStats
 from quantum_file_sync.client.remote import ConnectionLost, RemoteClient, RemoteError
 from quantum_file_sync.client.remote_view import RemoteEntry, RemoteView
@@ -111,6 +113,8 @@ class _Plan:
     bytes: int = 0
     remote_deletes: int = 0
     local_deletes: int = 0
+    downloads: list[Wanted] = dataclasses.field(default_factory=list, repr=False)
+    """The files it will download, for the prefetcher."""
 
 
 class _Stopped(Exception):
@@ -297,12 +301,14 @@ class _Engine:
             cursor.seq if cursor else 0,
         )
         self.remote = remote
+        self.prefetch = Prefetcher(remote, state_dir.tmp, self.log)
         self.guard = MassDeleteGuard(enabled=not options.allow_mass_delete)
         self.settler = Settler(
             local=self.local,
             state=db,
             view=self.view,
             remote=self.remote,
+            prefetch=self.prefetch,
             scheduler_ref=lambda: self.scheduler,
             stats=self.stats,
             progress=self.progress,
@@ -464,11 +470,23 @@ class _Engine:
             tracked = self.db.file_count
             self.guard.check_local_deletes(plan.remote_deletes, tracked, self.root)
             self.guard.check_remote_deletes(plan.local_deletes, tracked, self.server)
-            self.log.debug("plan", **dataclasses.asdict(plan))
+            self.log.debug(
+                "plan",
+                paths=plan.paths,
+                transfers=plan.transfers,
+                bytes=plan.bytes,
+                remote_deletes=plan.remote_deletes,
+                local_deletes=plan.local_deletes,
+            )
             self.progress.start(plan.transfers, plan.bytes)
-            self.scheduler.add_all(paths)
+            bundled = self.prefetch.start(
+                plan.downloads, adopt=self.settler.adopt_download, schedule=self.scheduler.add
+            )
+            self.scheduler.add_all(p for p in paths if p not in bundled)
+            await self.prefetch.finished()  # each bundled path is installed or scheduled
             await self.scheduler.wait_idle()
         finally:
+            await self.prefetch.close()
             self.progress.close()
             self.settler.quiet_transfers = False
         self._cursor_frozen = False
@@ -519,6 +537,8 @@ class _Engine:
             if action is Action.DOWNLOAD and remote is not None:
                 plan.transfers += 1
                 plan.bytes += remote.size
+                if remote.hash is not None:
+                    plan.downloads.append(Wanted(path, remote.hash, remote.size))
             elif action is Action.UPLOAD and key is not None:
                 plan.transfers += 1
                 plan.bytes += key.size
@@ -769,7 +789,7 @@ class _Engine:
         """Make downloaded files durable, then record their bases and the cursor."""
         written = self.db.take_unsynced()
         if written:
-            await asyncio.to_thread(flush_to_disk, self.root)
+            await asyncio.to_thread(flush_to_disk, self.root, [e.path for e in written])
             self.db.write_synced(written)
         if cursor is not None:
             self.db.cursor = cursor
