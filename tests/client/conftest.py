@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.file_sync.conftest import http, start_quantum  # noqa: F401  (fixture re-export)
+from tests.support.processes import ChildProcess
 
 CLIENT = str(Path(sys.executable).parent / "realtime-sync-client")
 
@@ -57,7 +57,7 @@ def converged(*roots: Path) -> Callable[[], bool]:
     return check
 
 
-class SyncClient:
+class SyncClient(ChildProcess):
     """``realtime-sync-client`` as a child process; stderr goes to a log file."""
 
     def __init__(self, server: str, folder: Path, log: Path, *args: str) -> None:
@@ -98,25 +98,6 @@ class SyncClient:
         with self.log_path.open("a") as log:
             log.write(result.stderr)
         return result
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def put_count(server: str) -> int:
