@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,16 +28,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from common import file_sync_config, free_port
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "bench" / "results"
 TARGET_P95_MS = 300.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -56,30 +51,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 def quantum_server(root: Path, workdir: Path) -> Iterator[str]:
     """A file_sync server on a free port serving ``root``; yields its URL."""
     port = free_port()
-    config = {
-        "admin": {"disabled": True},
-        "apps": {
-            "http": {
-                "servers": {
-                    "bench": {
-                        "listen": [f"127.0.0.1:{port}"],
-                        "routes": [
-                            {
-                                "match": [{"matcher": "path", "paths": ["/api/*", "/ws"]}],
-                                "handle": [
-                                    {
-                                        "handler": "file_sync",
-                                        "root": str(root),
-                                        "enable_upload": True,
-                                    }
-                                ],
-                            }
-                        ],
-                    }
-                }
-            }
-        },
-    }
+    config = file_sync_config(port, root)
     config_path = workdir / "quantum.json"
     config_path.write_text(json.dumps(config))
     with (workdir / "quantum.log").open("wb") as log:

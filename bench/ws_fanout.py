@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from common import file_sync_config, free_port, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE / "ws_loadgen.py"
@@ -67,23 +67,6 @@ QUICK = Scale(2_000, 1_000, 2.0, 15, 50_000, 128 << 20)
 
 
 # --- servers ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
 
 
 @dataclass
@@ -117,37 +100,17 @@ def start_quantum(workdir: Path) -> Server:
     port = free_port()
     root = workdir / "root"
     root.mkdir(parents=True)
-    config = {
-        "admin": {"disabled": True},
-        "apps": {
-            "http": {
-                "servers": {
-                    "bench": {
-                        "listen": [f"127.0.0.1:{port}"],
-                        "routes": [
-                            {
-                                "match": [{"matcher": "path", "paths": ["/api/*", "/ws"]}],
-                                "handle": [
-                                    {
-                                        "handler": "file_sync",
-                                        "root": str(root),
-                                        "enable_upload": True,
-                                        "max_upload_size": "4GiB",
-                                        "limits": {
-                                            "max_connections": 20_000,
-                                            "messages_per_second": 1_000_000_000,
-                                            "message_burst": 1_000_000_000,
-                                            "send_buffer": 65_536,
-                                        },
-                                    }
-                                ],
-                            }
-                        ],
-                    }
-                }
-            }
+    config = file_sync_config(
+        port,
+        root,
+        max_upload_size="4GiB",
+        limits={
+            "max_connections": 20_000,
+            "messages_per_second": 1_000_000_000,
+            "message_burst": 1_000_000_000,
+            "send_buffer": 65_536,
         },
-    }
+    )
     config_path = workdir / "quantum.json"
     config_path.write_text(json.dumps(config, indent=2))
     quantum = Path(sys.executable).with_name("quantum")

@@ -1,0 +1,54 @@
+"""Helpers shared by the benchmarks: free ports, waiting for servers, file_sync configs."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def file_sync_config(port: int, root: Path, **options: Any) -> dict[str, Any]:
+    """The seed's config shape on ``127.0.0.1:port`` with uploads on and extra options."""
+    return {
+        "admin": {"disabled": True},
+        "apps": {
+            "http": {
+                "servers": {
+                    "bench": {
+                        "listen": [f"127.0.0.1:{port}"],
+                        "routes": [
+                            {
+                                "match": [{"matcher": "path", "paths": ["/api/*", "/ws"]}],
+                                "handle": [
+                                    {
+                                        "handler": "file_sync",
+                                        "root": str(root),
+                                        "enable_upload": True,
+                                        **options,
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                }
+            }
+        },
+    }
