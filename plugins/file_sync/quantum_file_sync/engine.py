@@ -31,7 +31,7 @@ from quantum_file_sync.options import (
 from quantum_file_sync.paths import SafeRoot
 from quantum_file_sync.recorder import FileMetrics, Recorder
 from quantum_file_sync.storage import Storage, TempArea, TreeLocks
-from quantum_file_sync.watcher import DiskWatcher
+from quantum_file_sync.watcher import RESTART_DELAY, DiskWatcher
 from quantum_file_sync.ws import WsManager, WsSettings
 
 SNAPSHOT_NAME = "index.json"
@@ -133,12 +133,21 @@ class SyncEngine:
         self._on_close(lambda: _cancel(warming))
 
         if settings.watch:
-            watcher = DiskWatcher(root, index, self.hashes, locks, recorder, changelog, self.logger)
-            if use_snapshot:
-                saving = loop.create_task(_keep_saved(index, snapshot))
-                self._on_close(lambda: _save_after(saving, index, snapshot))
-            self._on_close(watcher.close)
-            await watcher.start(rescan=loaded is not None)
+
+            def new_watcher() -> DiskWatcher:
+                return DiskWatcher(
+                    root, index, self.hashes, locks, recorder, changelog, self.logger
+                )
+
+            if settings.broker.type == "redis":
+                await self._watch_while_leased(new_watcher)
+            else:
+                watcher = new_watcher()
+                if use_snapshot:
+                    saving = loop.create_task(_keep_saved(index, snapshot))
+                    self._on_close(lambda: _save_after(saving, index, snapshot))
+                self._on_close(watcher.close)
+                await watcher.start(rescan=loaded is not None)
         self.logger.info(
             "file_sync engine ready",
             files=len(index),
@@ -157,6 +166,20 @@ class SyncEngine:
 
     def _on_close(self, step: Cleanup) -> None:
         self._cleanups.append(step)
+
+    async def _watch_while_leased(self, new_watcher: Callable[[], DiskWatcher]) -> None:
+        """Watch the disk only while this node holds the disk-watch lease: the others would
+        only repeat its work, and follow the journal instead (see :class:`Recorder`)."""
+        from quantum_file_sync.changelog_redis import RedisChangeLog
+
+        changelog = self.changelog
+        assert isinstance(changelog, RedisChangeLog)
+        switch = LeasedWatch(new_watcher, self.logger)
+        # Listen before asking: the lease may have been taken while the change log opened.
+        unlisten = changelog.on_disk_watch_change(switch.set_owned)
+        self._on_close(switch.close)
+        self._on_close(lambda: _call(unlisten))
+        await switch.start(owned=changelog.owns_disk_watch())
 
     # -- authentication of WebSocket subscribers: the newest handler's rules apply -------------
 
@@ -207,6 +230,76 @@ class SyncEngine:
             compression=settings.compression,
         )
         return WsManager(changelog, ws_settings, registry, self.logger, self.authenticate)
+
+
+class LeasedWatch:
+    """Runs a fresh :class:`DiskWatcher` while the lease is held and stops it when lost.
+
+    Each start rescans the disk against the index: what changed while no node watched (the
+    previous holder died, Redis was down) is announced then. Lease changes arrive as plain
+    callbacks; one task applies them in order, so a watcher is never started twice."""
+
+    def __init__(self, new_watcher: Callable[[], DiskWatcher], logger: Any) -> None:
+        self._new_watcher = new_watcher
+        self._logger = logger
+        self._owned = False
+        self._changed = asyncio.Event()
+        self._watcher: DiskWatcher | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def watching(self) -> bool:
+        return self._watcher is not None
+
+    async def start(self, *, owned: bool) -> None:
+        """Apply ``owned`` now (a failure to watch is raised), then follow lease changes."""
+        self._owned = owned
+        await self._apply()
+        self._task = asyncio.get_running_loop().create_task(
+            self._follow(), name="quantum-fs-leased-watch"
+        )
+
+    def set_owned(self, owned: bool) -> None:
+        self._owned = owned
+        self._changed.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await _cancel(self._task)
+            self._task = None
+        if self._watcher is not None:
+            watcher, self._watcher = self._watcher, None
+            await watcher.close()
+
+    async def _follow(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self._apply()
+            except Exception:
+                self._logger.exception("disk watcher could not start; retrying")
+                await asyncio.sleep(RESTART_DELAY)
+                self._changed.set()
+
+    async def _apply(self) -> None:
+        if self._owned and self._watcher is None:
+            watcher = self._new_watcher()
+            try:
+                await watcher.start(rescan=True)
+            except BaseException:
+                await watcher.close()  # cancelled (or failed) mid-start: leave no watch behind
+                raise
+            self._watcher = watcher
+            self._logger.info("disk watcher started: this node holds the disk-watch lease")
+        elif not self._owned and self._watcher is not None:
+            watcher, self._watcher = self._watcher, None
+            await watcher.close()
+            self._logger.info("disk watcher stopped: the disk-watch lease is held elsewhere")
+
+
+async def _call(step: Callable[[], None]) -> None:
+    step()
 
 
 async def _keep_saved(index: Index, path: Path) -> None:

@@ -8,8 +8,11 @@ disappeared are paired with paths that appeared — same inode, or same size and
 ``Move``. A new directory is walked, because files created in it before the OS watch was added
 have no events of their own.
 
-Only the node that owns the disk watch (``ChangeLog.owns_disk_watch``) journals what it sees;
-others just keep their index in step.
+Only the node that owns the disk watch (``ChangeLog.owns_disk_watch``) journals what it sees.
+With the Redis broker the engine runs a watcher only on the lease holder, starting it with a
+rescan when the lease is gained (:class:`quantum_file_sync.engine.LeasedWatch`); the other nodes
+follow the journal. A watcher that finds it does not own the lease (lost mid-batch, Redis down)
+still brings its index in line with the disk, without publishing.
 
 Quantum's own reads (downloads, bundles, hashing) open files with ``O_NOATIME``
 (:mod:`quantum_file_sync.reads`): serving files changes no inode, so it can never give the
