@@ -118,7 +118,7 @@ class RouteChain(abc.ABC):
     """Compiled, ordered routes (implemented by :mod:`quantum.routing`)."""
 
     @abc.abstractmethod
-    async def dispatch(self, request: web.Request, fallback: Next) -> web.StreamResponse:
+    def dispatch(self, request: web.Request, fallback: Next) -> Awaitable[web.StreamResponse]:
         """Run the matching routes; ``fallback`` answers when every route passed."""
 
     @abc.abstractmethod

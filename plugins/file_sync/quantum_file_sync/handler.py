@@ -10,7 +10,7 @@ per folder, shared through the core's usage pool.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import structlog
@@ -137,17 +137,19 @@ class FileSyncHandler(Handler):
         self.origins.decorate(request, response)
         return response
 
-    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+    def _websocket(self, request: web.Request) -> Awaitable[web.StreamResponse]:
+        """Checks before the upgrade; then WsManager's coroutine itself, so an open WebSocket
+        keeps no frame of this method alive."""
         if not self.origins.allows(request):
-            return forbidden_origin()
+            return _ready(forbidden_origin())
         if self.auth is not None:
             # A token offered before the upgrade must be valid; without one, WsManager waits
             # for the Subscribe message's token.
             for offered in (header_token(request), request.query.get("token")):
                 if offered is not None and not self.auth.check(offered):
-                    return unauthorized()
+                    return _ready(unauthorized())
         assert self.engine is not None
-        return await self.engine.ws.handle(request)
+        return self.engine.ws.handle(request)
 
     def _metrics(self, request: web.Request) -> web.StreamResponse:
         if request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
@@ -156,3 +158,7 @@ class FileSyncHandler(Handler):
         return web.Response(
             body=generate_latest(self.registry), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST}
         )
+
+
+async def _ready(response: web.StreamResponse) -> web.StreamResponse:
+    return response
