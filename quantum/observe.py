@@ -14,7 +14,6 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from quantum.logs import redact_headers
 from quantum.metrics import get_or_create
 
 KNOWN_METHODS = frozenset(
@@ -99,7 +98,3 @@ class HttpMetrics:
         children[0].inc()
         children[1].observe(seconds)
         children[2].observe(size)
-
-
-def request_headers_for_log(headers: Any) -> dict[str, str]:
-    return redact_headers(headers)

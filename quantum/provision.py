@@ -28,6 +28,7 @@ log = structlog.get_logger("quantum.provision")
 
 @dataclass
 class ProvisionedHandler:
+    name: str
     handler: Handler
     contributed: list[ContributedRoute]
 
@@ -45,10 +46,6 @@ class Build:
     config: Config
     servers: dict[str, BuiltServer]
     handlers: dict[str, ProvisionedHandler] = field(default_factory=dict)
-
-
-def _handler_name(key: str) -> str:
-    return str(json.loads(key.split("\0", 1)[1])["handler"])
 
 
 def _key(server: str, handler_config: Mapping[str, Any]) -> str:
@@ -69,9 +66,7 @@ class Builder:
         self.previous = previous.handlers if previous else {}
         self.used: dict[str, ProvisionedHandler] = {}
         self.created: list[Handler] = []
-        self.names: dict[int, str] = {
-            id(p.handler): _handler_name(key) for key, p in self.previous.items()
-        }
+        self.names: dict[int, str] = {id(p.handler): p.name for p in self.previous.values()}
 
     async def build(self, config: Config) -> Build:
         try:
@@ -176,7 +171,7 @@ class Builder:
             raise
         except Exception as exc:
             raise ConfigError([ConfigIssue(path, f"{spec.name}: {exc}")]) from exc
-        self.used[key] = ProvisionedHandler(handler, list(ctx.contributed_routes))
+        self.used[key] = ProvisionedHandler(spec.name, handler, list(ctx.contributed_routes))
         contributed.extend(ctx.contributed_routes)
         return handler
 

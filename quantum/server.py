@@ -19,7 +19,8 @@ from aiohttp.web_protocol import RequestHandler
 from quantum.access_log import AccessLog
 from quantum.config import ServerConfig, TLSConfig
 from quantum.listen import ListenAddress
-from quantum.observe import HttpMetrics, request_headers_for_log
+from quantum.logs import redact_headers
+from quantum.observe import HttpMetrics
 from quantum.provision import BuiltServer
 from quantum.routing import HANDLER_NAME_KEY
 
@@ -149,7 +150,7 @@ class Dispatcher:
             "remote": request.remote,
         }
         if access.with_headers:
-            fields["headers"] = request_headers_for_log(request.headers)
+            fields["headers"] = redact_headers(request.headers)
         access.record(fields)
 
 

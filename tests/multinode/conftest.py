@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.file_sync.conftest import RunningQuantum, http, launch_quantum
+from tests.file_sync.conftest import RunningQuantum, file_sync_config, http, launch_quantum
 from tests.fixtures.redis import RedisServer
 
 TIMEOUT = 10.0
@@ -26,30 +26,9 @@ StartNode = Callable[..., RunningQuantum]
 
 def node_config(redis_url: str, root: Path, key_prefix: str, **options: Any) -> dict[str, Any]:
     """The seed's config with the Redis broker (``configs/multi-node.json``'s shape)."""
-    handler = {
-        "handler": "file_sync",
-        "root": str(root),
-        "enable_upload": True,
-        "broker": {"type": "redis", "url": redis_url, "key_prefix": key_prefix},
-        **options,
-    }
-    return {
-        "apps": {
-            "http": {
-                "servers": {
-                    "file_sync_server": {
-                        "listen": [":8080"],
-                        "routes": [
-                            {
-                                "match": [{"matcher": "path", "paths": ["/api/*", "/ws"]}],
-                                "handle": [handler],
-                            }
-                        ],
-                    }
-                }
-            }
-        }
-    }
+    broker = {"type": "redis", "url": redis_url, "key_prefix": key_prefix}
+    options = {"enable_upload": True, "broker": broker, **options}
+    return file_sync_config(str(root), **options)
 
 
 @pytest.fixture
