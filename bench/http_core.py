@@ -1,20 +1,24 @@
 """HTTP core benchmark: Quantum's built-in handlers next to their baselines, measured with wrk.
 
-    .venv/bin/python bench/http_core.py [--duration 5] [--repeat 1] [--json]
+    .venv/bin/python bench/http_core.py [--duration 5] [--repeat 1] [--only SCENARIO] [--json]
 
 (a) ``static_response`` through Quantum vs a bare aiohttp app answering the same bytes;
-(b) a 4 KiB file through ``file_server`` vs aiohttp's ``web.FileResponse`` vs Caddy's file_server;
+(b) a 4 KiB file through ``file_server`` vs aiohttp's ``web.FileResponse`` vs Caddy's file_server
+    (Quantum with one process and with ``workers: 2``; Caddy uses both cores on its own);
 (c) a 100 MB download through ``file_server`` vs Caddy.
 
-Everything runs on 127.0.0.1 with fresh processes; wrk and the servers share the machine's cores,
-so compare ratios, not absolute numbers. Prints a markdown table; ``--json`` also writes
+Every server runs twice, with and without its access log (aiohttp's ``AccessLogger`` through
+``logging``, Caddy's ``"logs": {}``, Quantum's default), and is compared with the baseline of the
+same setting; the cost of each access log is printed below the table. All contenders of a scenario
+run at once and are measured in interleaved rounds (best run kept), so a slow phase of this shared
+machine does not land on one of them. Everything runs on 127.0.0.1; wrk and the servers share the
+machine's cores, so compare ratios, not absolute numbers. ``--json`` also writes
 ``bench/results/http_core.json`` (gitignored).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -24,8 +28,8 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +41,14 @@ PYTHON = sys.executable
 SMALL_FILE = "file4k.bin"
 LARGE_FILE = "file100m.bin"
 HELLO = "Hello, world!\n"
+SCENARIOS = ("static", "file-4k", "file-100m")
 
 BARE_AIOHTTP = textwrap.dedent(
     """
-    import os, sys
+    import logging, os, sys
     from aiohttp import web
 
-    mode, port, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    mode, port, root, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "log"
     body = {hello!r}.encode()
 
     async def hello(request):
@@ -62,24 +67,20 @@ BARE_AIOHTTP = textwrap.dedent(
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = None
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
+    access_log = None
+    if log:  # aiohttp's own access log, as its docs set it up
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        access_log = logging.getLogger("aiohttp.access")
+    web.run_app(app, host="127.0.0.1", port=port, access_log=access_log, print=None, loop=loop)
     """
 ).format(hello=HELLO)
-
-
-HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
-# Quantum's CLI already runs on uvloop when it is installed (a dependency on Linux); this
-# launcher is kept for runs on machines without it.
-UVLOOP_LAUNCHER = (
-    "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-    "from quantum.cli import main; sys.exit(main())"
-)
 
 
 @dataclass
 class Result:
     scenario: str
     server: str
+    access_log: bool
     requests_per_second: float
     bytes_per_second: float
     errors: int
@@ -117,12 +118,14 @@ def quantum_config(
     return config
 
 
-def caddy_config(port: int, root: Path) -> dict[str, Any]:
-    server = {
+def caddy_config(port: int, root: Path, *, access_log: bool) -> dict[str, Any]:
+    server: dict[str, Any] = {
         "listen": [f"127.0.0.1:{port}"],
         "routes": [{"handle": [{"handler": "file_server", "root": str(root)}]}],
         "automatic_https": {"disable": True},
     }
+    if access_log:
+        server["logs"] = {}  # Caddy's access log: JSON lines on stderr
     return {"admin": {"disabled": True}, "apps": {"http": {"servers": {"b": server}}}}
 
 
@@ -151,6 +154,15 @@ def wrk(
     return rps, float(amount) * _UNITS[unit.upper()], errors
 
 
+@dataclass
+class Contender:
+    label: str
+    command: list[str]
+    port: int
+    access_log: bool
+    settle: float = 0.0  # extra seconds after the port answers (workers binding)
+
+
 class Bench:
     def __init__(self, work: Path, duration: float, repeat: int) -> None:
         self.work = work
@@ -170,124 +182,174 @@ class Bench:
             for _ in range(100):
                 large.write(chunk)
 
-    def measure(self, scenario: str, server: str, url: str, connections: int) -> None:
-        wrk(url, duration=1, connections=connections)  # warm-up: caches, connections
-        # Best of N: on a shared machine, interference only ever makes a run slower.
-        rps, bps, errors = max(
-            wrk(url, duration=self.duration, connections=connections) for _ in range(self.repeat)
-        )
-        self.results.append(Result(scenario, server, rps, bps, errors))
-        print(
-            f"  {scenario:<12} {server:<34} {rps:>10.0f} req/s {bps / 1e6:>9.1f} MB/s", flush=True
-        )
+    def compare(
+        self, scenario: str, path: str, connections: int, contenders: list[Contender]
+    ) -> None:
+        """Start every contender, then measure them in interleaved rounds and keep each one's
+        best: on a shared machine interference only ever makes a run slower, and interleaving
+        spreads slow phases over all contenders instead of one."""
+        with ExitStack() as stack:
+            for contender in contenders:
+                stack.enter_context(running(contender.command, contender.port, self.work, self.env))
+            time.sleep(max(c.settle for c in contenders))
+            best: dict[str, tuple[float, float, int]] = {}
+            for contender in contenders:  # warm-up: caches, connections
+                wrk(self.url(contender, path), duration=1, connections=connections)
+            for _ in range(self.repeat):
+                for contender in contenders:
+                    run = wrk(
+                        self.url(contender, path), duration=self.duration, connections=connections
+                    )
+                    best[contender.label] = max(best.get(contender.label, run), run)
+        for contender in contenders:
+            rps, bps, errors = best[contender.label]
+            self.results.append(
+                Result(scenario, contender.label, contender.access_log, rps, bps, errors)
+            )
+            print(
+                f"  {scenario:<12} {contender.label:<40} {rps:>10.0f} req/s {bps / 1e6:>9.1f} MB/s",
+                flush=True,
+            )
+
+    @staticmethod
+    def url(contender: Contender, path: str) -> str:
+        return f"http://127.0.0.1:{contender.port}{path}"
 
     def quantum(
-        self,
-        scenario: str,
-        handler: dict[str, Any],
-        path: str,
-        connections: int,
-        *,
-        access_log: bool = True,
-        workers: int = 1,
-        uvloop: bool = False,
-    ) -> None:
-        label = f"quantum {handler['handler']}"
-        label += "" if access_log else ", no access log"
+        self, handler: dict[str, Any], *, access_log: bool = True, workers: int = 1
+    ) -> Contender:
+        label = f"quantum {handler['handler']}{_log_label(access_log)}"
         label += f", {workers} workers" if workers > 1 else ""
-        label += ", uvloop" if uvloop else ""
         port = free_port()
         config = self.work / f"quantum-{port}.json"
         config.write_text(
             json.dumps(quantum_config(port, handler, access_log=access_log, workers=workers))
         )
-        launcher = ["-c", UVLOOP_LAUNCHER] if uvloop else ["-m", "quantum"]
-        command = [PYTHON, *launcher, "run", "--config", str(config)]
-        with running(command, port, self.work, self.env):
-            time.sleep(0.5 if workers == 1 else 2.0)  # let every worker bind
-            self.measure(scenario, label, f"http://127.0.0.1:{port}{path}", connections)
+        command = [PYTHON, "-m", "quantum", "run", "--config", str(config)]
+        return Contender(label, command, port, access_log, settle=0.5 if workers == 1 else 2.0)
 
-    def bare(self, scenario: str, label: str, mode: str, path: str, connections: int) -> None:
+    def bare(self, label: str, mode: str, *, access_log: bool) -> Contender:
         port = free_port()
-        command = [PYTHON, str(self.bare_script), mode, str(port), str(self.root)]
-        with running(command, port, self.work, self.env):
-            self.measure(scenario, label, f"http://127.0.0.1:{port}{path}", connections)
+        flag = "log" if access_log else "quiet"
+        command = [PYTHON, str(self.bare_script), mode, str(port), str(self.root), flag]
+        return Contender(label + _log_label(access_log), command, port, access_log)
 
-    def caddy(self, scenario: str, path: str, connections: int) -> None:
+    def caddy(self, *, access_log: bool) -> list[Contender]:
         caddy = shutil.which("caddy")
         if caddy is None:
             print("  caddy not installed: skipped", flush=True)
-            return
+            return []
         port = free_port()
         config = self.work / f"caddy-{port}.json"
-        config.write_text(json.dumps(caddy_config(port, self.root)))
-        with running([caddy, "run", "--config", str(config)], port, self.work, self.env):
-            self.measure(
-                scenario, "caddy file_server", f"http://127.0.0.1:{port}{path}", connections
-            )
+        config.write_text(json.dumps(caddy_config(port, self.root, access_log=access_log)))
+        command = [caddy, "run", "--config", str(config)]
+        return [Contender("caddy file_server" + _log_label(access_log), command, port, access_log)]
 
-    def run(self) -> None:
+    def run(self, only: set[str]) -> None:
         static = {"handler": "static_response", "body": HELLO}
         files = {"handler": "file_server", "root": str(self.root)}
-        small, large = f"/{SMALL_FILE}", f"/{LARGE_FILE}"
-        uv: list[bool] = []  # the plain CLI is on uvloop already
-        print("(a) static response", flush=True)
-        self.bare("static", "aiohttp (bare app)", "static", "/", 64)
-        self.quantum("static", static, "/", 64)
-        self.quantum("static", static, "/", 64, access_log=False)
-        for flag in uv:
-            self.quantum("static", static, "/", 64, access_log=False, uvloop=flag)
-        print("(b) 4 KiB file", flush=True)
-        self.bare("file-4k", "aiohttp web.FileResponse", "files", small, 64)
-        self.caddy("file-4k", small, 64)
-        self.quantum("file-4k", files, small, 64)
-        self.quantum("file-4k", files, small, 64, access_log=False)
-        self.quantum("file-4k", files, small, 64, access_log=False, workers=2)
-        for flag in uv:
-            self.quantum("file-4k", files, small, 64, access_log=False, uvloop=flag)
-        print("(c) 100 MB download", flush=True)
-        self.caddy("file-100m", large, 4)
-        self.quantum("file-100m", files, large, 4)
-        for flag in uv:
-            self.quantum("file-100m", files, large, 4, uvloop=flag)
+        both = (False, True)
+        plans: dict[str, tuple[str, str, int, Callable[[], list[Contender]]]] = {
+            "static": (
+                "(a) static response",
+                "/",
+                64,
+                lambda: [
+                    *(self.bare("aiohttp bare app", "static", access_log=log) for log in both),
+                    *(self.quantum(static, access_log=log) for log in both),
+                ],
+            ),
+            "file-4k": (
+                "(b) 4 KiB file",
+                f"/{SMALL_FILE}",
+                64,
+                lambda: [
+                    *(self.bare("aiohttp FileResponse", "files", access_log=log) for log in both),
+                    *(c for log in both for c in self.caddy(access_log=log)),
+                    *(self.quantum(files, access_log=log) for log in both),
+                    *(self.quantum(files, access_log=log, workers=2) for log in both),
+                ],
+            ),
+            "file-100m": (
+                "(c) 100 MB download",
+                f"/{LARGE_FILE}",
+                4,
+                lambda: [*self.caddy(access_log=True), self.quantum(files, access_log=True)],
+            ),
+        }
+        for scenario, (title, path, connections, contenders) in plans.items():
+            if scenario in only:
+                print(title, flush=True)
+                self.compare(scenario, path, connections, contenders())
 
-    def find(self, scenario: str, server: str) -> Result | None:
+    def baseline(self, scenario: str, prefix: str, access_log: bool) -> Result | None:
+        """The baseline run of ``scenario`` whose access log setting matches."""
         return next(
-            (r for r in self.results if r.scenario == scenario and r.server == server), None
+            (
+                r
+                for r in self.results
+                if r.scenario == scenario
+                and r.server.startswith(prefix)
+                and r.access_log == access_log
+            ),
+            None,
         )
 
     def table(self) -> str:
+        """Each Quantum run against the baselines with the same access log setting: logging a
+        line per request is a real cost in every server, so only like is compared with like."""
         rows = [
-            "| scenario | server | req/s | MB/s | errors | ratio |",
+            "| scenario | server | req/s | MB/s | errors | ratio (same access log setting) |",
             "|---|---|---:|---:|---:|---|",
         ]
-        baselines = {
-            "static": [("aiohttp (bare app)", "aiohttp", 0.9)],
-            "file-4k": [
-                ("aiohttp web.FileResponse", "aiohttp", 3.0),
-                ("caddy file_server", "caddy", 0.5),
-            ],
-            "file-100m": [("caddy file_server", "caddy", 0.8)],
+        targets = {
+            "static": [("aiohttp", 0.9)],
+            "file-4k": [("aiohttp", 3.0), ("caddy", 0.5)],
+            "file-100m": [("caddy", 0.8)],
         }
         for result in self.results:
             ratios = []
             if result.server.startswith("quantum"):
-                for base_name, short, target in baselines[result.scenario]:
-                    base = self.find(result.scenario, base_name)
+                metric = (
+                    "bytes_per_second" if result.scenario == "file-100m" else "requests_per_second"
+                )
+                for prefix, target in targets[result.scenario]:
+                    base = self.baseline(result.scenario, prefix, result.access_log)
                     if base is not None:
-                        metric = (
-                            "bytes_per_second"
-                            if result.scenario == "file-100m"
-                            else ("requests_per_second")
-                        )
                         ratio = getattr(result, metric) / getattr(base, metric)
                         mark = "ok" if ratio >= target else "below"
-                        ratios.append(f"{ratio:.2f}x {short} (target {target}x: {mark})")
+                        ratios.append(f"{ratio:.2f}x {prefix} (target {target}x: {mark})")
             rows.append(
                 f"| {result.scenario} | {result.server} | {result.requests_per_second:,.0f} "
                 f"| {result.bytes_per_second / 1e6:,.1f} | {result.errors} | {'; '.join(ratios)} |"
             )
         return "\n".join(rows)
+
+    def log_costs(self) -> str:
+        """Throughput lost to the access log, per server and scenario."""
+        lines = []
+        for quiet in self.results:
+            if quiet.access_log:
+                continue
+            label = quiet.server.replace(_log_label(False), "")
+            logged = next(
+                (
+                    r
+                    for r in self.results
+                    if r.scenario == quiet.scenario
+                    and r.access_log
+                    and r.server.replace(_log_label(True), "") == label
+                ),
+                None,
+            )
+            if logged is not None:
+                lost = 1 - logged.requests_per_second / quiet.requests_per_second
+                lines.append(f"- {quiet.scenario}, {label}: the access log costs {lost:.0%}")
+        return "\n".join(lines)
+
+
+def _log_label(access_log: bool) -> str:
+    return ", access log" if access_log else ", no access log"
 
 
 def main() -> None:
@@ -295,15 +357,23 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--repeat", type=int, default=1, help="runs per server; best is kept")
     parser.add_argument("--json", action="store_true", help="write bench/results/http_core.json")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SCENARIOS,
+        help="run only this scenario (repeatable); default: all",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (scripts/ensure-system-packages.sh installs it)")
     with tempfile.TemporaryDirectory(prefix="quantum-bench-") as tmp:
         bench = Bench(Path(tmp), args.duration, args.repeat)
         bench.prepare_files()
-        bench.run()
+        bench.run(set(args.only or SCENARIOS))
         print()
         print(bench.table())
+        print()
+        print(bench.log_costs())
         if args.json:
             out = REPO / "bench" / "results" / "http_core.json"
             out.parent.mkdir(parents=True, exist_ok=True)

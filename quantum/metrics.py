@@ -7,6 +7,7 @@ twice (two servers, or a reload) shares one collector instead of failing on a du
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -14,7 +15,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summ
 
 MetricT = TypeVar("MetricT", Counter, Gauge, Histogram, Summary)
 
-_BY_REGISTRY: dict[int, dict[str, object]] = {}
+# Weak keys: a registry's id() is reused once it is collected (tests make many), and a collector
+# found through a stale id belongs to a registry nobody scrapes.
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, object]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def get_or_create(
@@ -26,7 +31,7 @@ def get_or_create(
     **kwargs: object,
 ) -> MetricT:
     """Return the collector ``name`` of ``registry``, creating it on first use."""
-    known = _BY_REGISTRY.setdefault(id(registry), {})
+    known = _BY_REGISTRY.setdefault(registry, {})
     existing = known.get(name)
     if existing is not None:
         if not isinstance(existing, kind):

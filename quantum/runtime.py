@@ -145,7 +145,7 @@ class Runtime:
                 if remaining <= 0:
                     break
                 try:
-                    await asyncio.wait_for(listener.dispatcher.idle.wait(), remaining)
+                    await asyncio.wait_for(listener.dispatcher.wait_idle(), remaining)
                 except TimeoutError:
                     log.warning("grace period over; closing in-flight requests")
             if self.build is not None:

@@ -7,7 +7,6 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from aiohttp import HttpVersion11, hdrs, web
@@ -19,12 +18,14 @@ from aiohttp.web_protocol import RequestHandler
 from quantum.access_log import AccessLog
 from quantum.config import ServerConfig, TLSConfig
 from quantum.listen import ListenAddress
-from quantum.logs import redact_headers
 from quantum.observe import HttpMetrics
 from quantum.provision import BuiltServer
 from quantum.routing import HANDLER_NAME_KEY
 
 log = structlog.get_logger("quantum.server")
+
+IDLE_POLL = 0.01
+"""Seconds between checks for in-flight requests during a graceful shutdown."""
 
 NOT_FOUND_HTML = (
     "<!doctype html><html lang=en><head><meta charset=utf-8><title>404 Not Found</title>"
@@ -57,6 +58,23 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return web.Response(status=exc.status, reason=exc.reason, text=exc.text, headers=exc.headers)
 
 
+def _size_before_sending(response: web.StreamResponse) -> int | None:
+    """The body size of an in-memory response that aiohttp will send after the handler returns
+    (known up front), or None when it has to be sent here to learn the size."""
+    if response.prepared or not isinstance(response, web.Response) or response.compression:
+        return None
+    return response.content_length
+
+
+async def _send(request: web.Request, response: web.StreamResponse) -> int:
+    """Send ``response`` (if the handler has not) and return the body size sent."""
+    if not response.prepared:
+        await response.prepare(request)
+        await response.write_eof()
+    length = response.content_length
+    return response.body_length if length is None else length
+
+
 @dataclass(frozen=True)
 class ListenerKey:
     address: ListenAddress
@@ -73,27 +91,29 @@ class Dispatcher:
         self.access_log = access_log
         self.server = server
         self.metrics = metrics
-        self.in_flight = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self.in_flight = 0  # requests a graceful shutdown waits for (not open WebSockets)
+
+    async def wait_idle(self) -> None:
+        # Polled: only a shutdown waits, and an Event costs every request a set() and a clear().
+        while self.in_flight:
+            await asyncio.sleep(IDLE_POLL)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         server = self.server  # one consistent snapshot per request, even across a reload
         config: ServerConfig = server.config
         name = config.name
         started = time.perf_counter()
-        counted = request.headers.get("Upgrade", "").lower() != "websocket"
+        headers = request.headers
+        counted = hdrs.UPGRADE not in headers or headers[hdrs.UPGRADE].lower() != "websocket"
         if counted:
             self.in_flight += 1
-            self.idle.clear()
-        gauge = self.metrics.in_flight_of(name)
-        gauge.inc()
+        flight = self.metrics.in_flight_of(name)
+        flight.value += 1
         status = 500
         size = 0
-        response: web.StreamResponse | None = None
         try:
             try:
-                if hdrs.EXPECT in request.headers:
+                if hdrs.EXPECT in headers:
                     await _expect(request)
                 response = await server.routes.dispatch(request, not_found)
             except web.HTTPException as exc:
@@ -105,53 +125,21 @@ class Dispatcher:
                 log.exception("handler failed", server=name, path=request.path)
                 response = error_response(500, "internal server error", "internal")
             status = response.status
-            if not response.prepared:
-                await response.prepare(request)
-                await response.write_eof()
-            size = (
-                response.content_length
-                if response.content_length is not None
-                else response.body_length
-            )
+            known = _size_before_sending(response)
+            size = await _send(request, response) if known is None else known
             return response
         finally:
-            gauge.dec()
+            flight.value -= 1
             if counted:
                 self.in_flight -= 1
-                if self.in_flight == 0:
-                    self.idle.set()
             elapsed = time.perf_counter() - started
-            handler = request.get(HANDLER_NAME_KEY, "none")
+            try:
+                handler = request[HANDLER_NAME_KEY]
+            except KeyError:
+                handler = "none"
             self.metrics.observe(name, handler, status, request.method, elapsed, size)
             if config.access_log:
-                self._log(request, name, handler, status, size, elapsed)
-
-    def _log(
-        self,
-        request: web.Request,
-        server: str,
-        handler: str,
-        status: int,
-        size: int,
-        elapsed: float,
-    ) -> None:
-        access = self.access_log
-        if not access.enabled:
-            return
-        fields: dict[str, Any] = {
-            "server": server,
-            "handler": handler,
-            "method": request.method,
-            "path": request.path,
-            "status": status,
-            "bytes": size,
-            "duration": round(elapsed, 6),
-            "request_id": request.headers.get("X-Request-Id") or access.request_id(),
-            "remote": request.remote,
-        }
-        if access.with_headers:
-            fields["headers"] = redact_headers(request.headers)
-        access.record(fields)
+                self.access_log.record(request, name, handler, status, size, elapsed)
 
 
 def ssl_context(tls: TLSConfig) -> ssl.SSLContext:

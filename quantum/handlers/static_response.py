@@ -65,7 +65,7 @@ class StaticResponse(Handler):
         if self._status.constant is not None:
             _status_code(self._status.constant)
 
-    def _precompute(self) -> tuple[int, CIMultiDict[str], bytes] | None:
+    def _precompute(self) -> tuple[type[web.Response], int, CIMultiDict[str], bytes] | None:
         """Status, headers and body when nothing depends on the request."""
         if self._status.constant is None or self._body.constant is None:
             return None
@@ -79,7 +79,10 @@ class StaticResponse(Handler):
         except ValueError:
             return None
         body = self._body.constant
-        return status, self._header_map(None, body), body.encode()
+        headers = self._header_map(None, body)
+        # BareResponse only matters without a Content-Type; the plain class is cheaper.
+        kind = web.Response if hdrs.CONTENT_TYPE in headers else BareResponse
+        return kind, status, headers, body.encode()
 
     def _header_map(self, request: web.Request | None, body: str) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()
@@ -103,8 +106,8 @@ class StaticResponse(Handler):
             # and is what the access log shows.
             return BareResponse(status=ABORTED_STATUS)
         if self._static is not None:
-            status, headers, body = self._static
-            response = BareResponse(status=status, body=body, headers=headers)
+            kind, status, headers, body = self._static
+            response = kind(status=status, body=body, headers=headers)
         else:
             text = self._body.render_known(request)
             try:

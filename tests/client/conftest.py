@@ -130,3 +130,14 @@ def sync_clients(tmp_path: Path) -> Iterator[Callable[..., SyncClient]]:
     yield make
     for client in made:
         client.stop()
+
+
+def synced_pair(
+    sync_clients: Callable[..., SyncClient], server: str
+) -> tuple[SyncClient, SyncClient]:
+    """Clients ``a`` and ``b`` running against ``server``, both past their initial sync."""
+    a = sync_clients(server, "a").start()
+    b = sync_clients(server, "b").start()
+    a.wait_synced()
+    b.wait_synced()
+    return a, b

@@ -7,7 +7,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.client.conftest import SyncClient, converged, put_count, snapshot, wait_until
+from tests.client.conftest import (
+    SyncClient,
+    converged,
+    put_count,
+    snapshot,
+    synced_pair,
+    wait_until,
+)
 from tests.file_sync.conftest import StartQuantum, file_sync_config
 
 
@@ -24,10 +31,7 @@ def test_changes_flow_both_ways_with_one_upload_each(
     start_quantum: StartQuantum, sync_clients: Callable[..., SyncClient]
 ) -> None:
     server = start_quantum(file_sync_config(enable_upload=True))
-    a = sync_clients(server.url, "a").start()
-    b = sync_clients(server.url, "b").start()
-    a.wait_synced()
-    b.wait_synced()
+    a, b = synced_pair(sync_clients, server.url)
     same = converged(a.folder, b.folder, server.root)
     puts = put_count(server.url)
 
@@ -185,10 +189,7 @@ def test_a_file_replaced_by_a_directory_and_back(
     start_quantum: StartQuantum, sync_clients: Callable[..., SyncClient]
 ) -> None:
     server = start_quantum(file_sync_config(enable_upload=True))
-    a = sync_clients(server.url, "a").start()
-    b = sync_clients(server.url, "b").start()
-    a.wait_synced()
-    b.wait_synced()
+    a, b = synced_pair(sync_clients, server.url)
     same = converged(a.folder, b.folder, server.root)
     (a.folder / "thing").write_bytes(b"a file first\n")
     wait_until(same, what="the file")

@@ -6,7 +6,14 @@ import os
 import time
 from collections.abc import Callable
 
-from tests.client.conftest import SyncClient, converged, put_count, snapshot, wait_until
+from tests.client.conftest import (
+    SyncClient,
+    converged,
+    put_count,
+    snapshot,
+    synced_pair,
+    wait_until,
+)
 from tests.file_sync.conftest import StartQuantum, file_sync_config
 
 
@@ -99,10 +106,7 @@ def test_a_file_being_written_is_synced_with_its_final_bytes(
     start_quantum: StartQuantum, sync_clients: Callable[..., SyncClient]
 ) -> None:
     server = start_quantum(file_sync_config(enable_upload=True))
-    a = sync_clients(server.url, "a").start()
-    b = sync_clients(server.url, "b").start()
-    a.wait_synced()
-    b.wait_synced()
+    a, b = synced_pair(sync_clients, server.url)
     chunks = [os.urandom(64 * 1024) for _ in range(12)]
     with (a.folder / "growing.bin").open("wb") as file:
         for chunk in chunks:

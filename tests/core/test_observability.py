@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import socket
 import subprocess
 import time
 import urllib.error
@@ -126,6 +127,42 @@ def test_one_json_access_line_per_request(
     assert first["duration"] >= 0
     assert len(first["request_id"]) == 16
     assert lines[1]["status"] == 404
+
+
+def raw_request(port: int, head: bytes) -> bytes:
+    """Send ``head`` as written (no client-side quoting) and return the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_access_lines_stay_valid_json_for_hostile_paths_and_request_ids(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
+    port = free_port()
+    server = quantum_factory(config(port), tmp_path, port=port).start()
+    hostile_id = 'a"b\\c}{'
+    cases = [
+        # (request target, X-Request-Id); the path is logged as sent, without the query
+        (b"/x%22y%5Cz/%C3%BC%0A?token=secret", None),
+        (b'/q"uote\\back', None),
+        (b"/id", hostile_id.encode()),
+    ]
+    for target, request_id in cases:
+        head = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        if request_id is not None:
+            head += b"X-Request-Id: " + request_id + b"\r\n"
+        assert raw_request(port, head + b"\r\n").startswith(b"HTTP/1.1 404")
+    time.sleep(0.2)
+    logged = access_lines(server)  # every line parsed with json.loads
+    assert [line["path"] for line in logged] == ["/x%22y%5Cz/%C3%BC%0A", '/q"uote\\back', "/id"]
+    assert [line["request_id"] for line in logged][2] == hostile_id
+    generated = [line["request_id"] for line in logged[:2]]
+    assert len(set(generated)) == 2
+    assert "secret" not in server.logs()
 
 
 def test_debug_logs_redact_credentials(
