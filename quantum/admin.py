@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from quantum.config import parse_json
 from quantum.errors import ConfigError
 from quantum.listen import ListenAddress
+from quantum.metrics import metrics_response
 from quantum.runtime import Runtime
 
 log = structlog.get_logger("quantum.admin")
@@ -45,9 +45,7 @@ def admin_app(runtime: Runtime) -> web.Application:
         return web.json_response({"status": "loaded"})
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(runtime.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return metrics_response(runtime.exported)
 
     app = web.Application(client_max_size=MAX_CONFIG_BYTES)
     app.router.add_get("/config", get_config)

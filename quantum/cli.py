@@ -11,9 +11,11 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,10 @@ from quantum import __version__, logs
 from quantum.admin import start_admin
 from quantum.config import Config, Validator, load_config
 from quantum.errors import BindError, ConfigError
+from quantum.observe import new_registry
 from quantum.plugins import PluginError, PluginRegistry, discover
 from quantum.runtime import Runtime
+from quantum.worker_metrics import WorkerMetrics
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -47,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, type=Path, help="JSON config file")
     run.add_argument("--watch", action="store_true", help="reload when the config file changes")
     run.add_argument("--log-level", choices=sorted(logs.LEVELS), type=str.upper, help="log level")
+    # Set by the supervisor of `workers: N` for each worker it starts.
     run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--worker-count", type=int, default=1, help=argparse.SUPPRESS)
+    run.add_argument("--metrics-dir", type=Path, default=None, help=argparse.SUPPRESS)
 
     validate = sub.add_parser(
         "validate", help="check a config", description="Validate and provision a config, then exit."
@@ -177,7 +184,13 @@ def _event_loop_runner() -> Any:
 
 
 async def _serve(plugins: PluginRegistry, args: argparse.Namespace, config: Config) -> int:
-    runtime = Runtime(plugins, reuse_port=args.worker is not None)
+    registry = new_registry()
+    siblings = None
+    if args.worker is not None and args.metrics_dir is not None:
+        siblings = WorkerMetrics(registry, args.metrics_dir, args.worker, args.worker_count)
+    runtime = Runtime(
+        plugins, metrics_registry=registry, exported=siblings, reuse_port=args.worker is not None
+    )
     runtime.source = args.config
     try:
         await runtime.apply(config)
@@ -216,8 +229,9 @@ async def _serve(plugins: PluginRegistry, args: argparse.Namespace, config: Conf
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     if args.watch:
-        watcher = loop.create_task(_watch(args.config, reload, stop))
-        tasks.add(watcher)
+        tasks.add(loop.create_task(_watch(args.config, reload, stop)))
+    if siblings is not None:
+        tasks.add(loop.create_task(siblings.publish_forever()))
     log.info("serving", config=str(args.config), pid=os.getpid(), worker=args.worker)
     await stop.wait()
     log.info("shutting down", grace_period=runtime.config.grace_period if runtime.config else 0)
@@ -254,7 +268,9 @@ async def _watch(path: Path, reload: object, stop: asyncio.Event) -> None:
 
 def _supervise(args: argparse.Namespace, config: Config) -> int:
     """``workers: N``: N processes share each listen address through SO_REUSEPORT."""
+    metrics_dir = tempfile.mkdtemp(prefix="quantum-workers-")
     base = [sys.executable, "-m", "quantum", "run", "--config", str(args.config)]
+    base += ["--worker-count", str(config.workers), "--metrics-dir", metrics_dir]
     if args.log_level:
         base += ["--log-level", args.log_level]
     children = [subprocess.Popen([*base, "--worker", str(i)]) for i in range(config.workers)]
@@ -267,7 +283,10 @@ def _supervise(args: argparse.Namespace, config: Config) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
-    codes = [child.wait() for child in children]
+    try:
+        codes = [child.wait() for child in children]
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return max(codes) if any(codes) else EXIT_OK
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from quantum.pool import UsagePool
 
@@ -107,7 +108,15 @@ class ProvisionContext:
     shared: UsagePool = field(default_factory=UsagePool)
     """Resources shared with other handlers and across reloads (one pool per running Quantum):
     ``await ctx.shared.acquire(key, create)``, released in ``cleanup``."""
+    exposition: Collector | None = None
+    """Set by the core when workers share the metrics endpoints; read :attr:`exported`."""
     contributed_routes: list[ContributedRoute] = field(default_factory=list)
+
+    @property
+    def exported(self) -> Collector:
+        """What a metrics endpoint serves (``generate_latest(ctx.exported)``): ``registry``, or
+        with ``workers: N`` every worker's metrics, each sample labelled ``worker``."""
+        return self.registry if self.exposition is None else self.exposition
 
     def add_route(self, paths: Sequence[str], handler: Handler) -> None:
         """Serve ``paths`` (Caddy path patterns) with ``handler`` after the config's routes."""

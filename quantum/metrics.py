@@ -11,7 +11,12 @@ import weakref
 from collections.abc import Sequence
 from typing import TypeVar
 
+from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from quantum.worker_metrics import WorkerMetrics
 
 MetricT = TypeVar("MetricT", Counter, Gauge, Histogram, Summary)
 
@@ -40,3 +45,18 @@ def get_or_create(
     metric = kind(name, documentation, labelnames, registry=registry, **kwargs)  # type: ignore[arg-type]
     known[name] = metric
     return metric
+
+
+WORKER_HEADER = "X-Quantum-Worker"
+
+
+def metrics_response(exported: Collector, accept: str = "") -> web.Response:
+    """A metrics endpoint's answer for ``exported`` (``ProvisionContext.exported``): the
+    Prometheus text format, or OpenMetrics when ``accept`` asks for it. With ``workers: N`` the
+    ``X-Quantum-Worker`` header names the worker that answered (the body shows all of them)."""
+    # Without a usable Accept, choose_encoder picks generate_latest and its content type.
+    encoder, content_type = choose_encoder(accept)
+    headers: dict[str, str] = {hdrs.CONTENT_TYPE: content_type}
+    if isinstance(exported, WorkerMetrics):
+        headers[WORKER_HEADER] = str(exported.index)
+    return web.Response(body=encoder(exported), headers=headers)

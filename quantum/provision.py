@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from quantum.config import Config, RouteConfig, ServerConfig, normalise_routes
 from quantum.errors import ConfigError, ConfigIssue
@@ -59,9 +60,11 @@ class Builder:
         metrics: CollectorRegistry,
         previous: Build | None = None,
         shared: UsagePool | None = None,
+        exported: Collector | None = None,
     ) -> None:
         self.plugins = plugins
         self.metrics = metrics
+        self.exported = exported
         self.shared = shared or UsagePool()
         self.previous = previous.handlers if previous else {}
         self.used: dict[str, ProvisionedHandler] = {}
@@ -161,6 +164,7 @@ class Builder:
             build_routes=build_routes,
             workers=config.workers,
             shared=self.shared,
+            exposition=self.exported,
         )
         self.created.append(handler)
         self.names[id(handler)] = spec.name

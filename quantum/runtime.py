@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from quantum.access_log import AccessLog
 from quantum.config import Config, Validator, load_config, parse_config
@@ -33,11 +34,14 @@ class Runtime:
         plugins: PluginRegistry,
         *,
         metrics_registry: CollectorRegistry | None = None,
+        exported: Collector | None = None,
         reuse_port: bool = False,
     ) -> None:
         self.plugins = plugins
         self.validator = Validator(plugins)
         self.registry = metrics_registry or new_registry()
+        self.exported: Collector = exported or self.registry
+        """What metrics endpoints serve (see ``ProvisionContext.exported``)."""
         self.metrics = HttpMetrics(self.registry)
         self.reuse_port = reuse_port
         self.build: Build | None = None
@@ -82,7 +86,9 @@ class Runtime:
 
     async def _apply(self, config: Config) -> None:
         old = self.build
-        new = await Builder(self.plugins, self.registry, old, self.shared).build(config)
+        new = await Builder(self.plugins, self.registry, old, self.shared, self.exported).build(
+            config
+        )
         wanted = {
             ListenerKey(address, server.config.tls): server
             for server in new.servers.values()

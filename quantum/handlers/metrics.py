@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from quantum.handler import Handler, HandlerSpec, Next, ProvisionContext
+from quantum.metrics import metrics_response
 
 SCHEMA: Mapping[str, Any] = {
     "type": "object",
@@ -27,20 +27,17 @@ SCHEMA: Mapping[str, Any] = {
 class Metrics(Handler):
     def __init__(self, options: Mapping[str, Any]) -> None:
         self._openmetrics = not options.get("disable_openmetrics", False)
-        self._registry: CollectorRegistry | None = None
+        self._exported: Collector | None = None
 
     async def provision(self, ctx: ProvisionContext) -> None:
-        self._registry = ctx.registry
+        self._exported = ctx.exported
 
     async def serve(self, request: web.Request, next: Next) -> web.StreamResponse:
-        registry = self._registry
-        if registry is None:
+        exported = self._exported
+        if exported is None:
             raise RuntimeError("metrics served before it was provisioned")
-        # Without a usable Accept, choose_encoder picks generate_latest and its content type.
         accept = request.headers.get(hdrs.ACCEPT, "") if self._openmetrics else ""
-        encoder, content_type = choose_encoder(accept)
-        body = encoder(registry)
-        return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+        return metrics_response(exported, accept)
 
 
 SPEC = HandlerSpec(

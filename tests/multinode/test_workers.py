@@ -12,7 +12,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from quantum.metrics import WORKER_HEADER
 from tests.file_sync.conftest import RunningQuantum, launch_quantum
 from tests.fixtures.redis import RedisServer
 from tests.multinode.conftest import WsClient, node_config
@@ -44,13 +46,26 @@ class PinnedConnection:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        status, _, content = self.exchange(method, path, body)
+        return status, content
+
+    def exchange(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         self.connection.request(method, path, body=body)
         response = self.connection.getresponse()
-        return response.status, response.read()
+        return response.status, response.headers, response.read()
 
     def holds_disk_watch(self) -> bool:
-        _, body = self.request("GET", "/metrics")
-        return "quantum_disk_watch_owner 1.0" in body.decode()
+        """Whether the worker at the other end holds the lease: a scrape shows every worker's
+        metrics and names the one that answered in X-Quantum-Worker."""
+        _, headers, body = self.exchange("GET", "/metrics")
+        worker = headers[WORKER_HEADER]
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == "quantum_disk_watch_owner" and sample.labels["worker"] == worker:
+                    return sample.value == 1.0
+        raise AssertionError(f"worker {worker} exports no quantum_disk_watch_owner")
 
     def close(self) -> None:
         self.connection.close()

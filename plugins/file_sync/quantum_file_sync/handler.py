@@ -15,9 +15,10 @@ from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
 
 from quantum import Handler, Next, ProvisionContext
+from quantum.metrics import metrics_response
 from quantum_file_sync import openapi
 from quantum_file_sync.api import PREFIX, FileApi
 from quantum_file_sync.engine import EngineSettings, SyncEngine
@@ -41,7 +42,7 @@ class FileSyncHandler(Handler):
         self.settings: Settings = parse_settings(options)
         self.engine_settings = EngineSettings.of(self.settings)
         self.logger: Any = structlog.get_logger("quantum.file_sync")
-        self.registry: CollectorRegistry | None = None
+        self.exported: Collector | None = None
         self.auth: TokenAuth | None = None
         self.origins = OriginPolicy(self.settings.allowed_origins)
         self.engine: SyncEngine | None = None
@@ -53,7 +54,7 @@ class FileSyncHandler(Handler):
     async def provision(self, ctx: ProvisionContext) -> None:
         settings = self.settings
         self.logger = ctx.logger.bind(handler="file_sync", root=str(settings.root))
-        self.registry = ctx.registry
+        self.exported = ctx.exported
         if ctx.workers > 1 and settings.broker.type == "memory":
             raise ValueError(
                 f"workers: {ctx.workers} needs the redis broker "
@@ -154,10 +155,8 @@ class FileSyncHandler(Handler):
     def _metrics(self, request: web.Request) -> web.StreamResponse:
         if request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
             return web.Response(status=405, headers={hdrs.ALLOW: "GET, HEAD"})
-        assert self.registry is not None
-        return web.Response(
-            body=generate_latest(self.registry), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST}
-        )
+        assert self.exported is not None
+        return metrics_response(self.exported)
 
 
 async def _ready(response: web.StreamResponse) -> web.StreamResponse:
