@@ -26,7 +26,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from quantum.handler import Handler, HandlerSpec, Next, ProvisionContext
-from quantum.handlers import browse
+from quantum.handlers import browse, precompressed
 from quantum.handlers.conditional import Decision, Outcome, evaluate
 from quantum.handlers.content_types import content_type_for
 from quantum.handlers.file_cache import FileCache
@@ -77,6 +77,7 @@ SCHEMA: Mapping[str, Any] = {
             ],
             "description": "Status of successful (otherwise 200) whole-file responses.",
         },
+        **precompressed.SCHEMA,
     },
 }
 
@@ -118,6 +119,19 @@ def describe(filename: str, st: os.stat_result) -> Representation:
     return Representation(st.st_size, int(st.st_mtime), etag, content_type, headers)
 
 
+def describe_sidecar(
+    filename: str, st: os.stat_result, sidecar: os.stat_result, coding: str
+) -> Representation:
+    """A precompressed sidecar of ``filename``: its bytes, size and ETag, but the original's
+    type and modification time (as Caddy serves them)."""
+    rep = describe(filename, sidecar)
+    headers = rep.headers.copy()
+    headers[hdrs.LAST_MODIFIED] = formatdate(st.st_mtime, usegmt=True)
+    headers[hdrs.CONTENT_ENCODING] = coding
+    headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+    return Representation(rep.size, int(st.st_mtime), rep.etag, rep.content_type, headers)
+
+
 def compile_hide(patterns: Sequence[str]) -> Callable[[str], bool]:
     """Caddy's ``hide``: a name (no ``/``) is globbed against every path component; a path hides
     itself and what is below it, or is globbed against the whole path."""
@@ -146,6 +160,13 @@ def compile_hide(patterns: Sequence[str]) -> Callable[[str], bool]:
     return hidden
 
 
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    filename: str
+    st: os.stat_result
+    representation: Representation
+
+
 class FileServer(Handler):
     def __init__(self, options: Mapping[str, Any]) -> None:
         root = options.get("root", ".")
@@ -160,6 +181,12 @@ class FileServer(Handler):
         self._pass_thru = bool(options.get("pass_thru", False))
         self._status = int(options.get("status_code", 200))
         self._cache: FileCache[Representation] = FileCache(describe)
+        codings = options.get("precompressed")
+        self._precompressed = (
+            precompressed.Precompressed(codings, options.get("precompressed_order", []))
+            if codings
+            else None
+        )
 
     async def provision(self, ctx: ProvisionContext) -> None:
         if not os.path.isdir(self.root):
@@ -203,15 +230,33 @@ class FileServer(Handler):
             return BareResponse(status=405, headers={hdrs.ALLOW: "GET, HEAD"})
         return self._file(request, filename, st)
 
+    def _sidecar(self, request: web.Request, filename: str, st: os.stat_result) -> Sidecar | None:
+        """The precompressed file to send instead of ``filename``, if the client takes one."""
+        assert self._precompressed is not None
+        accept = request.headers.get(hdrs.ACCEPT_ENCODING, "")
+        for coding, suffix in self._precompressed.candidates(accept):
+            try:
+                sidecar_st = os.stat(filename + suffix)
+            except OSError:
+                continue
+            if stat.S_ISREG(sidecar_st.st_mode):
+                rep = describe_sidecar(filename, st, sidecar_st, coding)
+                return Sidecar(filename + suffix, sidecar_st, rep)
+        return None
+
     def _file(self, request: web.Request, filename: str, st: os.stat_result) -> web.StreamResponse:
+        sidecar = self._sidecar(request, filename, st) if self._precompressed else None
+        if sidecar is not None:
+            filename, st = sidecar.filename, sidecar.st
         body: bytes | None = None
+        rep: Representation | None = None
         if st.st_size <= self._cache.max_file_size:
             entry = self._cache.get(filename, st)
             if entry is not None:
                 rep, body = entry.meta, entry.body
-            else:
-                rep = describe(filename, st)
-        else:
+        if sidecar is not None:
+            rep = sidecar.representation
+        elif rep is None:
             rep = describe(filename, st)
         decision = evaluate(request.method, request.headers, rep.etag, rep.mtime, rep.size)
         if decision.outcome is Outcome.FULL:
@@ -225,7 +270,10 @@ class FileServer(Handler):
     ) -> web.StreamResponse:
         outcome = decision.outcome
         if outcome is Outcome.NOT_MODIFIED:
-            return BareResponse(status=304, headers={hdrs.ETAG: rep.etag})
+            headers_304 = {hdrs.ETAG: rep.etag}
+            if hdrs.VARY in rep.headers:
+                headers_304[hdrs.VARY] = rep.headers[hdrs.VARY]
+            return BareResponse(status=304, headers=headers_304)
         if outcome is Outcome.PRECONDITION_FAILED:
             headers_412 = rep.headers.copy()
             del headers_412[hdrs.ACCEPT_RANGES]

@@ -47,6 +47,11 @@ CASES: list[tuple[str, Any, str]] = [
         f"{SRV}.routes[0].handle[0].seconds: 'soon' is not of type 'number'",
     ),
     (
+        "precompressed coding the file server cannot serve",
+        server([{"handle": [{"handler": "file_server", "precompressed": {"deflate": {}}}]}]),
+        f"{SRV}.routes[0].handle[0].precompressed.deflate: unknown field; allowed: br, gzip, zstd",
+    ),
+    (
         "listen without port",
         server(listen=["localhost"]),
         f"{SRV}.listen[0]: invalid listen address 'localhost': missing ':PORT'",

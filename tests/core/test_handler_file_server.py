@@ -336,3 +336,74 @@ def test_file_cache_is_bounded_and_validated_by_stat(tmp_path: Path) -> None:
     assert fresh is not None
     assert (fresh.body, fresh.meta) == (b"y" * 5, 5)
     assert fresh.stamp != (stale.st_mtime_ns, stale.st_size, stale.st_ino)
+
+
+# -- precompressed sidecars (Caddy's `precompressed`; negotiation is also checked against Caddy
+#    itself in test_caddy_oracle.py) ---------------------------------------------------------------
+
+GZIPPED = b"\x1f\x8b pretend gzip"
+BIG_GZIPPED = bytes(reversed(LARGE))  # sent with sendfile
+
+
+@pytest.fixture
+def sidecars(site: Path) -> Path:
+    (site / "a.txt.gz").write_bytes(GZIPPED)
+    (site / "a.txt.zst").write_bytes(b"zstd bytes")
+    (site / "big.bin.gz").write_bytes(BIG_GZIPPED)
+    return site
+
+
+def precompressing(root: Path) -> FileServer:
+    return server(root, precompressed={"gzip": {}, "zstd": {}})
+
+
+async def test_a_sidecar_is_sent_with_its_coding_and_the_original_type(sidecars: Path) -> None:
+    async with serving(precompressing(sidecars)) as client:
+        gzip = await client.get("/a.txt", headers={"Accept-Encoding": "gzip"})
+        gzip_body = await gzip.read()
+        head = await client.head("/a.txt", headers={"Accept-Encoding": "gzip"})
+        plain = await client.get("/a.txt", headers={"Accept-Encoding": "br"})
+        plain_body = await plain.read()
+        big = await client.get("/big.bin", headers={"Accept-Encoding": "gzip;q=0.5, br"})
+        big_body = await big.read()
+    assert gzip_body == GZIPPED
+    assert gzip.headers["Content-Encoding"] == "gzip"
+    assert gzip.headers["Vary"] == "Accept-Encoding"
+    assert gzip.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert head.headers["Content-Length"] == str(len(GZIPPED))  # what a GET sends
+    assert plain_body == SMALL
+    assert "Content-Encoding" not in plain.headers
+    assert plain.headers["ETag"] != gzip.headers["ETag"]  # two representations, two tags
+    assert big_body == BIG_GZIPPED
+    assert big.headers["Content-Encoding"] == "gzip"
+
+
+async def test_sidecar_validators_and_ranges_are_its_own(sidecars: Path) -> None:
+    async with serving(precompressing(sidecars)) as client:
+        first = await client.get("/a.txt", headers={"Accept-Encoding": "zstd"})
+        etag = first.headers["ETag"]
+        again = await client.get(
+            "/a.txt", headers={"Accept-Encoding": "zstd", "If-None-Match": etag}
+        )
+        part = await client.get("/a.txt", headers={"Accept-Encoding": "gzip", "Range": "bytes=0-1"})
+        part_body = await part.read()
+        (sidecars / "a.txt.zst").write_bytes(b"rebuilt zstd sidecar")
+        rebuilt = await client.get(
+            "/a.txt", headers={"Accept-Encoding": "zstd", "If-None-Match": etag}
+        )
+        rebuilt_body = await rebuilt.read()
+    assert again.status == 304
+    assert again.headers["Vary"] == "Accept-Encoding"
+    assert part.status == 206
+    assert part_body == GZIPPED[:2]
+    assert part.headers["Content-Range"] == f"bytes 0-1/{len(GZIPPED)}"
+    assert rebuilt.status == 200
+    assert rebuilt_body == b"rebuilt zstd sidecar"
+
+
+async def test_without_precompressed_sidecars_are_ordinary_files(sidecars: Path) -> None:
+    async with serving(server(sidecars)) as client:
+        response = await client.get("/a.txt", headers={"Accept-Encoding": "gzip"})
+        body = await response.read()
+    assert body == SMALL
+    assert "Content-Encoding" not in response.headers
