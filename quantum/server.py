@@ -26,6 +26,9 @@ log = structlog.get_logger("quantum.server")
 
 IDLE_POLL = 0.01
 """Seconds between checks for in-flight requests during a graceful shutdown."""
+WRITTEN_AT_ONCE = 2**16
+"""Bodies up to this size go to the transport without waiting for the client (aiohttp's
+write buffer limit)."""
 
 NOT_FOUND_HTML = (
     "<!doctype html><html lang=en><head><meta charset=utf-8><title>404 Not Found</title>"
@@ -59,11 +62,13 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
 
 
 def _size_before_sending(response: web.StreamResponse) -> int | None:
-    """The body size of an in-memory response that aiohttp will send after the handler returns
-    (known up front), or None when it has to be sent here to learn the size."""
+    """The body size of a small in-memory response, which aiohttp then sends after the handler
+    returns; None when it is sent here (to learn its size, and so that a graceful shutdown
+    waits for it: a body larger than the transport's buffer may wait for the client)."""
     if response.prepared or not isinstance(response, web.Response) or response.compression:
         return None
-    return response.content_length
+    length = response.content_length
+    return length if length is not None and length <= WRITTEN_AT_ONCE else None
 
 
 async def _send(request: web.Request, response: web.StreamResponse) -> int:

@@ -30,7 +30,7 @@ from quantum.handlers import browse, precompressed
 from quantum.handlers.conditional import Decision, Outcome, evaluate
 from quantum.handlers.content_types import content_type_for
 from quantum.handlers.file_cache import FileCache
-from quantum.handlers.responses import BareResponse, redirect
+from quantum.handlers.responses import BareResponse, redirect, response_class
 from quantum.handlers.sendfile import SendfileResponse
 from quantum.matchers import clean_path, glob_regex
 
@@ -261,7 +261,8 @@ class FileServer(Handler):
         decision = evaluate(request.method, request.headers, rep.etag, rep.mtime, rep.size)
         if decision.outcome is Outcome.FULL:
             if body is not None:
-                return BareResponse(status=self._status, body=body, headers=rep.headers)
+                kind = response_class(rep.headers)
+                return kind(status=self._status, body=body, headers=rep.headers)
             return SendfileResponse(filename, 0, rep.size, status=self._status, headers=rep.headers)
         return self._conditional(filename, rep, body, decision)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 
 from aiohttp import hdrs, web
 
@@ -20,6 +21,12 @@ class BareResponse(web.Response):
         await super()._prepare_headers()
         if not had_type:
             self._headers.popall(hdrs.CONTENT_TYPE, None)
+
+
+def response_class(headers: Mapping[str, str]) -> type[web.Response]:
+    """The class for an in-memory response with ``headers``: :class:`BareResponse` is only needed
+    when there is no ``Content-Type`` to protect, and the plain class is cheaper to send."""
+    return web.Response if hdrs.CONTENT_TYPE in headers else BareResponse
 
 
 def implicit_content_type(body: str) -> str:

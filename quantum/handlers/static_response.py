@@ -10,7 +10,7 @@ from multidict import CIMultiDict
 
 from quantum.handler import Handler, HandlerSpec, Next
 from quantum.handlers.placeholders import Template
-from quantum.handlers.responses import BareResponse, implicit_content_type
+from quantum.handlers.responses import BareResponse, implicit_content_type, response_class
 
 SCHEMA: Mapping[str, Any] = {
     "type": "object",
@@ -80,9 +80,7 @@ class StaticResponse(Handler):
             return None
         body = self._body.constant
         headers = self._header_map(None, body)
-        # BareResponse only matters without a Content-Type; the plain class is cheaper.
-        kind = web.Response if hdrs.CONTENT_TYPE in headers else BareResponse
-        return kind, status, headers, body.encode()
+        return response_class(headers), status, headers, body.encode()
 
     def _header_map(self, request: web.Request | None, body: str) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import socket
@@ -118,6 +119,34 @@ async def test_graceful_shutdown_finishes_in_flight_requests(
     assert await asyncio.to_thread(server.proc.wait, 10) == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_graceful_shutdown_finishes_a_download_to_a_slow_client(
+    quantum_factory: type[QuantumProcess], tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    content = os.urandom(32 * 1024 * 1024)  # far more than the socket buffers hold
+    (site / "big.bin").write_bytes(content)
+    port = free_port()
+    routes = [{"handle": [{"handler": "file_server", "root": str(site)}]}]
+    config = make_config({"files": {"listen": [f"127.0.0.1:{port}"], "routes": routes}})
+    server = quantum_factory(config, tmp_path, port=port).start()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before the handshake
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = bytearray(sock.recv(64 * 1024))
+        server.signal(signal.SIGTERM)  # mid-download
+        time.sleep(2)  # a slow reader: longer than aiohttp's own straggler timeout
+        while chunk := sock.recv(1024 * 1024):
+            received += chunk
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == content
+    assert server.proc is not None
+    assert server.proc.wait(10) == 0
 
 
 async def test_grace_period_is_finite(
