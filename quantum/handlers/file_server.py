@@ -30,6 +30,7 @@ from quantum.handlers import browse, precompressed
 from quantum.handlers.conditional import Decision, Outcome, evaluate
 from quantum.handlers.content_types import content_type_for
 from quantum.handlers.file_cache import FileCache
+from quantum.handlers.placeholders import Template
 from quantum.handlers.responses import BareResponse, redirect, response_class
 from quantum.handlers.sendfile import SendfileResponse
 from quantum.matchers import clean_path, glob_regex
@@ -167,11 +168,26 @@ class Sidecar:
     representation: Representation
 
 
+def _safe_in_root(placeholder: str, value: str) -> bool:
+    """A value put into ``root`` from the request (a Host header, a query parameter...) must be
+    one ordinary path segment, so ``Host: ..`` cannot widen the root to its parent. Environment
+    variables are the operator's and may hold whole paths."""
+    if placeholder.startswith("{env."):
+        return "\x00" not in value
+    return value not in ("", ".", "..") and not any(c in value for c in "/\\\x00")
+
+
 class FileServer(Handler):
     def __init__(self, options: Mapping[str, Any]) -> None:
         root = options.get("root", ".")
+        self._root_template: Template | None = None
         if "{" in root:
-            raise ValueError("root: placeholders are not supported, use a fixed directory")
+            template = Template(root)
+            if template.unknown():
+                raise ValueError(f"root: unknown placeholder {template.unknown()[0]}")
+            if template.constant is None:
+                self._root_template = template
+            root = template.constant or root
         self.root = os.path.abspath(root)
         self._prefix = self.root.rstrip("/")
         self._index_names = tuple(options.get("index_names", DEFAULT_INDEX_NAMES))
@@ -189,7 +205,7 @@ class FileServer(Handler):
         )
 
     async def provision(self, ctx: ProvisionContext) -> None:
-        if not os.path.isdir(self.root):
+        if self._root_template is None and not os.path.isdir(self.root):
             # Like Caddy, not an error: the directory may appear later; until then, 404s.
             ctx.logger.warning("file_server root is not a directory", root=self.root)
 
@@ -197,7 +213,13 @@ class FileServer(Handler):
         path = request.path
         if "\x00" in path:
             return BareResponse(status=400)
-        filename = self._prefix + clean_path(path)
+        prefix = self._prefix
+        if self._root_template is not None:
+            root = self._root_template.render_checked(request, _safe_in_root)
+            if root is None:
+                return await self._not_found(request, next)
+            prefix = os.path.abspath(root).rstrip("/")
+        filename = prefix + clean_path(path)
         try:
             st = os.stat(filename)
         except (FileNotFoundError, NotADirectoryError):

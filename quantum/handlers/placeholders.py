@@ -13,7 +13,7 @@ import platform
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from posixpath import splitext
 
@@ -150,18 +150,39 @@ class Template:
             return self.constant
         return "".join(p if isinstance(p, str) else (p[1](request) or "") for p in self._parts)
 
+    def unknown(self) -> list[str]:
+        """The placeholders (as written) Quantum cannot resolve."""
+        return [p[0] for p in self._parts if not isinstance(p, str) and p[1] is _unknown]
+
+    def render_checked(
+        self, request: web.Request, allowed: Callable[[str, str], bool]
+    ) -> str | None:
+        """Like :meth:`render`, or None when ``allowed(placeholder, value)`` refuses a value."""
+        if self.constant is not None:
+            return self.constant
+        out: list[str] = []
+        for written, value in self._resolved(request):
+            if written is not None and not allowed(written, value or ""):
+                return None
+            out.append(value or "")
+        return "".join(out)
+
     def render_known(self, request: web.Request) -> str:
         """Unknown placeholders stay as written (Caddy's ``ReplaceKnown``)."""
         if self.constant is not None:
             return self.constant
-        out: list[str] = []
+        return "".join(
+            value if value is not None else (written or "")
+            for written, value in self._resolved(request)
+        )
+
+    def _resolved(self, request: web.Request) -> Iterator[tuple[str | None, str | None]]:
+        """``(placeholder as written, its value or None)`` per part; ``(None, text)`` for text."""
         for part in self._parts:
             if isinstance(part, str):
-                out.append(part)
+                yield None, part
             else:
-                value = part[1](request)
-                out.append(part[0] if value is None else value)
-        return "".join(out)
+                yield part[0], part[1](request)
 
 
 def _unknown(_request: web.Request) -> None:

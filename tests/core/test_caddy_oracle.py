@@ -83,6 +83,9 @@ FILES = {
     "pc/plain.txt": "no sidecar\n",
     "pc/dir.txt": "its .gz is a directory\n",
     "pc/dir.txt.gz/inside": "x",
+    "vh/a.example/index.html": "<p>site a</p>\n",
+    "vh/a.example/page.txt": "a's page\n",
+    "vh/b.example/page.txt": "b's page\n",
 }
 
 CASES = [
@@ -268,6 +271,16 @@ CASES = [
                 Req("/pc/page.txt", headers={"Accept-Encoding": accept, "X-Order": "zstd-first"})
                 for accept in ("gzip, zstd", "gzip;q=0.9, zstd;q=0.9", "gzip, zstd;q=0.9")
             ),
+        ],
+    ),
+    Case(
+        "placeholder_root",
+        [{"handle": [{"handler": "file_server", "root": "ROOT/vh/{http.request.host}"}]}],
+        [
+            Req("/page.txt", headers={"Host": "a.example"}),
+            Req("/page.txt", headers={"Host": "b.example:8080"}),
+            Req("/", headers={"Host": "a.example"}),
+            Req("/page.txt", headers={"Host": "c.example"}),
         ],
     ),
     Case(

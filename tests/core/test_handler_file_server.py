@@ -305,9 +305,54 @@ async def test_canonical_uris_can_be_disabled(site: Path) -> None:
         assert await response.text() == "<h1>docs</h1>"
 
 
-def test_root_with_placeholders_is_refused() -> None:
-    with pytest.raises(ValueError, match="placeholders"):
-        FileServer({"root": "{http.vars.root}"})
+def test_a_root_with_an_unknown_placeholder_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"root: unknown placeholder \{http.vars.root\}"):
+        FileServer({"root": "/srv/{http.vars.root}"})
+
+
+@pytest.fixture
+def vhosts(tmp_path: Path) -> Path:
+    for host in ("a.example", "b.example"):
+        (tmp_path / "sites" / host).mkdir(parents=True)
+        (tmp_path / "sites" / host / "index.html").write_text(f"site {host}")
+    (tmp_path / "sites" / "shared.txt").write_text("not part of any site")
+    (tmp_path / "outside.txt").write_text("outside")
+    return tmp_path / "sites"
+
+
+async def test_a_root_with_the_host_serves_one_directory_per_site(vhosts: Path) -> None:
+    async with serving(server(vhosts / "{http.request.host}")) as client:
+        a = await client.get("/", headers={"Host": "a.example:8080"})
+        b = await client.get("/index.html", headers={"Host": "b.example"})
+        assert (a.status, await a.text()) == (200, "site a.example")
+        assert (b.status, await b.text()) == (200, "site b.example")
+        unknown = await client.get("/", headers={"Host": "c.example"})
+        assert unknown.status == 404
+
+
+@pytest.mark.parametrize("host", ["..", ".", "a.example/..", "..%2f", "a\\b"])
+async def test_request_values_cannot_move_a_placeholder_root(vhosts: Path, host: str) -> None:
+    async with serving(server(vhosts / "{http.request.host}")) as client:
+        for path in ("/shared.txt", "/../outside.txt", "/sites/shared.txt"):
+            port = client.port
+            answer = await raw_request(
+                port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            )
+            assert answer.split(b"\r\n", 1)[0] in (
+                b"HTTP/1.1 404 Not Found",
+                b"HTTP/1.1 400 Bad Request",
+            )
+            assert b"not part of any site" not in answer
+            assert b"outside" not in answer
+
+
+async def test_an_environment_variable_may_hold_a_whole_root(
+    vhosts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SITE_ROOT", str(vhosts / "a.example"))
+    async with serving(server("{env.SITE_ROOT}")) as client:
+        response = await client.get("/")
+        assert (response.status, await response.text()) == (200, "site a.example")
 
 
 def test_file_cache_is_bounded_and_validated_by_stat(tmp_path: Path) -> None:
