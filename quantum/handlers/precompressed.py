@@ -59,7 +59,7 @@ class Precompressed:
 
 
 def _quality(params: str) -> float:
-    value = params.strip().lower()
+    value = params.split(";", 1)[0].strip().lower()  # the first parameter, as Caddy reads it
     if not value.startswith("q="):
         return 1.0
     try:
