@@ -12,6 +12,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -55,19 +56,98 @@ _CACHED_PATH_LENGTH = 256
 
 
 def normalize_path(path: str) -> str:
-    """The form path patterns are matched against: cleaned, slashes merged, lower-cased."""
+    """The form path patterns are matched against: lower-cased, trailing dots and spaces dropped
+    (Windows ignores them, so ``/x.php.`` must still match ``*.php``, as in Caddy), cleaned,
+    slashes merged."""
     if len(path) > _CACHED_PATH_LENGTH:  # keep the cache small whatever clients send
-        return clean_path(path).lower()
+        return clean_path(path.lower().rstrip(". "))
     return _normalize_cached(path)
 
 
 @functools.lru_cache(maxsize=4096)
 def _normalize_cached(path: str) -> str:
-    return clean_path(path).lower()
+    return clean_path(path.lower().rstrip(". "))
 
 
 def _normalize_path_keeping_slashes(path: str) -> str:
-    return clean_path(path, merge_slashes=False).lower()
+    return clean_path(path.lower().rstrip(". "), merge_slashes=False)
+
+
+_BAD_ESCAPE = re.compile("%(?![0-9a-fA-F]{2})")
+
+
+def has_malformed_escapes(path: str) -> bool:
+    """Whether a raw path has a ``%`` that does not start two hex digits (Go's server, hence
+    Caddy, answers such requests 400)."""
+    return "%" in path and _BAD_ESCAPE.search(path) is not None
+
+
+def _path_unescape(text: str) -> str:
+    """Go's ``url.PathUnescape``: every ``%`` must start two hex digits."""
+    if has_malformed_escapes(text):
+        raise ValueError(f"invalid escape in {text!r}")
+    return unquote(text)
+
+
+def match_escaped(pattern: str, escaped_path: str) -> bool:
+    """Caddy's match of a path pattern holding ``%`` escapes (``/a%2fb``, ``/x/%*/y``) against the
+    escaped request path: where the pattern has an escape the path's escape must be the same,
+    elsewhere the path is compared decoded; ``%*`` is a wildcard over the escaped form. A port of
+    ``MatchPath.matchPatternWithEscapeSequence`` (Caddy 2.6), quirks included, checked against
+    Caddy by the oracle test."""
+    built: list[str] = []
+    i_pattern = i_path = 0
+    while i_pattern < len(pattern) and i_path < len(escaped_path):
+        path_char = escaped_path[i_path]
+        escaped_char = ""
+        if path_char == "%" and len(escaped_path) >= i_path + 3:
+            escaped_char = escaped_path[i_path : i_path + 3].lower()
+            try:
+                path_char = _path_unescape(escaped_char)
+            except ValueError:
+                return False
+            i_path += 2
+        normalize = True
+        pattern_char = pattern[i_pattern]
+        if pattern_char == "%":
+            if len(pattern) >= i_pattern + 3 and pattern[i_pattern + 1] != "*":
+                built.append(escaped_char)  # compared in escaped form
+                i_path += 1
+                i_pattern += 3
+                continue
+            i_pattern += 1  # "%*": a wildcard over the escaped form
+            normalize = False
+            pattern_char = "*"
+        if pattern_char == "*":
+            remaining = escaped_path[i_path:]
+            until = len(remaining)
+            if i_pattern < len(pattern) - 1:
+                until = remaining.find(pattern[i_pattern + 1])
+                if until == -1:
+                    return False
+            if until:
+                span = remaining[:until]
+                if normalize:
+                    try:
+                        span = _path_unescape(span)
+                    except ValueError:
+                        return False
+                built.append(span)
+                i_path += until
+        else:
+            built.append(path_char)
+            i_path += 1
+        i_pattern += 1
+    construct = "".join(built)
+    if not construct.startswith("/"):
+        construct = "/" + construct
+    regex = _escaped_glob(pattern.replace("%*", "*"))
+    return regex.match(construct) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _escaped_glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(glob_regex(pattern) + r"\Z", re.S)
 
 
 def glob_regex(pattern: str) -> str:
@@ -107,7 +187,15 @@ def glob_regex(pattern: str) -> str:
 class _CompiledPaths:
     """A list of Caddy path patterns compiled into the cheapest checks that implement them."""
 
-    __slots__ = ("exact", "globs", "match_all", "normalize", "prefixes", "slash_sensitive")
+    __slots__ = (
+        "escaped",
+        "exact",
+        "globs",
+        "match_all",
+        "normalize",
+        "prefixes",
+        "slash_sensitive",
+    )
 
     def __init__(self, patterns: Sequence[str], *, merge_slashes: bool = True) -> None:
         exact: set[str] = set()
@@ -116,12 +204,16 @@ class _CompiledPaths:
         substrings: list[str] = []
         globs: list[str] = []
         unmerged: list[str] = []
+        escaped: list[str] = []
         self.match_all = False
         self.normalize = normalize_path if merge_slashes else _normalize_path_keeping_slashes
         for raw in patterns:
             pattern = raw.lower()
             if pattern == "*":
                 self.match_all = True
+            elif "%" in pattern:
+                glob_regex(pattern.replace("%*", "*"))  # malformed globs fail at config time
+                escaped.append(pattern)  # compared with the escaped path: see match_escaped
             elif merge_slashes and "//" in pattern:
                 unmerged.append(pattern)  # Caddy keeps the request's "//" for such patterns
             elif pattern.count("*") == 2 and len(pattern) > 2 and pattern[0] == pattern[-1] == "*":
@@ -138,6 +230,7 @@ class _CompiledPaths:
         self.prefixes = (tuple(prefixes), tuple(suffixes), tuple(substrings))
         self.globs = re.compile("(?:" + "|".join(globs) + r")\Z", re.S).match if globs else None
         self.slash_sensitive = _CompiledPaths(unmerged, merge_slashes=False) if unmerged else None
+        self.escaped = tuple(escaped)
 
     def test(self, normalized: str) -> bool:
         """Match an already normalized path (see :func:`normalize_path`)."""
@@ -156,6 +249,17 @@ class _CompiledPaths:
         if self.test(self.normalize(path)):
             return True
         return self.slash_sensitive is not None and self.slash_sensitive(path)
+
+    def match_request(self, request: web.Request) -> bool:
+        if self(request.path):
+            return True
+        if not self.escaped:
+            return False
+        raw = request.raw_path.partition("?")[0]
+        return any(
+            match_escaped(pattern, clean_path(raw, merge_slashes="//" not in pattern))
+            for pattern in self.escaped
+        )
 
 
 def compile_path_pattern(pattern: str | Sequence[str]) -> Callable[[str], bool]:
@@ -179,7 +283,7 @@ class PathMatcher(Matcher):
         self._paths = _CompiledPaths(patterns)
 
     def match(self, request: web.Request) -> bool:
-        return self._paths(request.path)
+        return self._paths.match_request(request)
 
 
 class MethodMatcher(Matcher):

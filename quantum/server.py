@@ -18,6 +18,7 @@ from aiohttp.web_protocol import RequestHandler
 from quantum.access_log import AccessLog
 from quantum.config import ServerConfig, TLSConfig
 from quantum.listen import ListenAddress
+from quantum.matchers import has_malformed_escapes
 from quantum.observe import HttpMetrics
 from quantum.provision import BuiltServer
 from quantum.routing import HANDLER_NAME_KEY
@@ -116,11 +117,17 @@ class Dispatcher:
         flight.value += 1
         status = 500
         size = 0
+        response: web.StreamResponse
         try:
             try:
                 if hdrs.EXPECT in headers:
                     await _expect(request)
-                response = await server.routes.dispatch(request, not_found)
+                if has_malformed_escapes(request.raw_path.partition("?")[0]):
+                    response = error_response(
+                        400, "malformed percent-encoding in the request path", "bad_request"
+                    )
+                else:
+                    response = await server.routes.dispatch(request, not_found)
             except web.HTTPException as exc:
                 response = _from_http_exception(exc)
             except (asyncio.CancelledError, ConnectionResetError):

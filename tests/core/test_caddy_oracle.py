@@ -284,6 +284,40 @@ CASES = [
         ],
     ),
     Case(
+        "path_escapes",
+        [
+            {"match": [{"path": ["*.php"]}], "handle": [static("php")]},
+            {"match": [{"path": ["/a%2fb"]}], "handle": [static("escaped slash")]},
+            {"match": [{"path": ["/x/%*/y"]}], "handle": [static("escaped glob")]},
+            {"match": [{"path": ["/user/%40*"]}], "handle": [static("escaped prefix")]},
+            {"match": [{"path": ["/sp%20ace"]}], "handle": [static("space")]},
+            catch_all(),
+        ],
+        [
+            Req(path)
+            for path in (
+                "/index.php",
+                "/index.php.",
+                "/index.php%20",
+                "/index.PHP..%20.",
+                "/a%2fb",
+                "/a%2Fb",
+                "/A%2fB",
+                "/a/b",
+                "/x/q%2fr/y",
+                "/x/q/y",
+                "/x/q%2fr%2fs/y",
+                "/x/q/r/y",
+                "/user/%40bob",
+                "/user/@bob",
+                "/user/%40Bob/x",
+                "/sp%20ace",
+                "/SP%20ACE",
+                "/a%2fb/../a%2fb",
+            )
+        ],
+    ),
+    Case(
         "request_body",
         [
             {

@@ -20,6 +20,7 @@ from quantum.matchers import (
     PathRegexpMatcher,
     clean_path,
     compile_path_pattern,
+    match_escaped,
 )
 from quantum.plugins import discover
 from quantum.routing import compile_matcher_sets
@@ -240,3 +241,30 @@ def test_matchers_are_plain_predicates_of_web_requests() -> None:
     req = request("/a")
     assert isinstance(req, web.Request)
     assert matcher([{"path": ["/a"]}]).match(req)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "escaped_path", "expected"),
+    [
+        ("/a%2fb", "/a%2fb", True),
+        ("/a%2fb", "/a%2Fb", True),  # escapes compare case-insensitively
+        ("/a%2fb", "/a/b", False),  # a real slash is not an escaped one
+        ("/a%2fb", "/A%2fB", False),  # elsewhere the path is compared as sent, as in Caddy
+        ("/x/%*/y", "/x/q%2fr%2fs/y", True),  # %* spans escaped slashes
+        ("/x/%*/y", "/x/q/r/y", False),  # but not real ones
+        ("/user/%40*", "/user/%40bob", True),
+        ("/user/%40*", "/user/@bob", False),
+        ("/a%2fb", "/a%zz", False),
+    ],
+)
+def test_patterns_with_escapes_match_the_escaped_path(
+    pattern: str, escaped_path: str, expected: bool
+) -> None:
+    assert match_escaped(pattern, escaped_path) is expected
+
+
+def test_trailing_dots_and_spaces_do_not_dodge_a_suffix_pattern() -> None:
+    php = compile_path_pattern("*.php")
+    assert php("/index.php.")
+    assert php("/index.php. .")
+    assert not php("/index.php.txt")

@@ -197,6 +197,8 @@ MALFORMED = [
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", id="bad chunk"
     ),
     pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", id="NUL in header"),
+    pytest.param(b"GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n", id="bad percent escape"),
+    pytest.param(b"GET /a%2 HTTP/1.1\r\nHost: x\r\n\r\n", id="cut percent escape"),
 ]
 
 
