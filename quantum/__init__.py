@@ -6,6 +6,7 @@ import pluggy
 
 from quantum.handler import (
     Handler,
+    HandlerError,
     HandlerSpec,
     Matcher,
     MatcherSpec,
@@ -24,6 +25,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "PROJECT_NAME",
     "Handler",
+    "HandlerError",
     "HandlerSpec",
     "Matcher",
     "MatcherSpec",

@@ -51,6 +51,8 @@ class ServerConfig:
     access_log: bool
     max_header_size: int
     idle_timeout: float
+    error_routes: tuple[RouteConfig, ...] | None = None
+    """``errors.routes``: None when the server has no ``errors``."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,10 @@ class _Normaliser:
                 if not file.is_file():
                     self.issues.append(ConfigIssue(f"{base}.tls.{key}", f"{file}: no such file"))
         routes = tuple(self.routes(body.get("routes", []), f"{base}.routes"))
+        error_routes = None
+        if "errors" in body:
+            errors = body["errors"].get("routes", [])
+            error_routes = tuple(self.routes(errors, f"{base}.errors.routes"))
         return ServerConfig(
             name=name,
             listen=tuple(listen),
@@ -240,6 +246,7 @@ class _Normaliser:
             access_log=bool(body.get("access_log", True)),
             max_header_size=int(body.get("max_header_size", 8190)),
             idle_timeout=parse_duration(body.get("idle_timeout", 75)),
+            error_routes=error_routes,
         )
 
     def routes(self, routes: Sequence[Mapping[str, Any]], base: str) -> list[RouteConfig]:

@@ -16,12 +16,32 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from quantum.pool import UsagePool
 
 Next = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HandlerError(Exception):
+    """An error a handler raises instead of answering (Caddy's handler errors): the server's
+    ``errors`` routes answer it, with ``{http.error.status_code}``, ``{http.error.status_text}``
+    and ``{http.error.message}``; without error routes the client gets ``status``, ``headers``
+    and an empty body."""
+
+    def __init__(
+        self, status: int, message: str = "", headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message or f"HTTP {status}")
+        self.status = status
+        self.message = message
+        self.headers: CIMultiDict[str] = CIMultiDict(headers or {})
+
+
+HANDLER_ERROR_KEY: web.RequestKey[HandlerError] = web.RequestKey("quantum.error", HandlerError)
+"""``request[HANDLER_ERROR_KEY]``: the error the ``errors`` routes are answering."""
 """Continue with the rest of the handler chain (and then the following matching routes)."""
 
 JSONSchema = Mapping[str, Any]

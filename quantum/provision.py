@@ -38,6 +38,7 @@ class ProvisionedHandler:
 class BuiltServer:
     config: ServerConfig
     routes: Routes
+    error_routes: Routes | None = None
 
 
 @dataclass
@@ -75,7 +76,12 @@ class Builder:
         try:
             servers = {}
             for server in config.servers:
-                servers[server.name] = BuiltServer(server, await self._server(server, config))
+                routes = await self._server(server, config)
+                error_routes = None
+                if server.error_routes is not None:
+                    # Routes handlers contribute come from the main routes only.
+                    error_routes = await self._routes(server, config, server.error_routes, [])
+                servers[server.name] = BuiltServer(server, routes, error_routes)
         except ConfigError:
             await self._cleanup_created()
             raise

@@ -123,6 +123,13 @@ def compose(registry: PluginRegistry) -> dict[str, Any]:
                         "items": {"type": "string", "minLength": 1},
                     },
                     "routes": {"$ref": "#/$defs/routes"},
+                    "errors": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "description": "routes that answer errors handlers raise "
+                        "(Caddy's handle_errors)",
+                        "properties": {"routes": {"$ref": "#/$defs/routes"}},
+                    },
                     "tls": {
                         "type": "object",
                         "additionalProperties": False,

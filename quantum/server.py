@@ -17,6 +17,8 @@ from aiohttp.web_protocol import RequestHandler
 
 from quantum.access_log import AccessLog
 from quantum.config import ServerConfig, TLSConfig
+from quantum.handler import HANDLER_ERROR_KEY, HandlerError
+from quantum.handlers.responses import BareResponse
 from quantum.listen import ListenAddress
 from quantum.matchers import has_malformed_escapes
 from quantum.observe import HttpMetrics
@@ -60,6 +62,44 @@ async def _expect(request: web.Request) -> None:
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return web.Response(status=exc.status, reason=exc.reason, text=exc.text, headers=exc.headers)
+
+
+async def _unrouted(request: web.Request) -> web.StreamResponse:
+    """With ``errors`` routes, a request no route answered is an error they can answer too."""
+    raise HandlerError(404, f"no route for {request.method} {request.path}")
+
+
+def unanswered_error(error: HandlerError) -> web.Response:
+    """What the client gets for ``error`` when no ``errors`` route answers it (as Caddy)."""
+    return BareResponse(status=error.status, headers=error.headers)
+
+
+async def _answer_error(
+    server: BuiltServer, request: web.Request, error: HandlerError
+) -> web.StreamResponse:
+    """Caddy's error handling: the server's ``errors`` routes answer; when they answer nothing
+    (or fail themselves), the client gets the error's status and headers with an empty body."""
+    plain = unanswered_error(error)
+    routes = server.error_routes
+    if routes is None:
+        return plain
+
+    async def unanswered(_: web.Request) -> web.StreamResponse:
+        return plain
+
+    request[HANDLER_ERROR_KEY] = error
+    try:
+        response = await routes.dispatch(request, unanswered)
+    except HandlerError as nested:
+        log.error("error routes failed", path=request.path, status=nested.status, error=str(nested))
+        return plain
+    except web.HTTPException as exc:
+        return _from_http_exception(exc)
+    if response is not plain and not response.prepared:
+        for name, value in error.headers.items():  # e.g. WWW-Authenticate, as Caddy keeps them
+            if name not in response.headers:
+                response.headers.add(name, value)
+    return response
 
 
 def _size_before_sending(response: web.StreamResponse) -> int | None:
@@ -127,7 +167,10 @@ class Dispatcher:
                         400, "malformed percent-encoding in the request path", "bad_request"
                     )
                 else:
-                    response = await server.routes.dispatch(request, not_found)
+                    fallback = not_found if server.error_routes is None else _unrouted
+                    response = await server.routes.dispatch(request, fallback)
+            except HandlerError as error:
+                response = await _answer_error(server, request, error)
             except web.HTTPException as exc:
                 response = _from_http_exception(exc)
             except (asyncio.CancelledError, ConnectionResetError):

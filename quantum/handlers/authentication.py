@@ -20,7 +20,7 @@ from typing import Any
 import bcrypt
 from aiohttp import hdrs, web
 
-from quantum.handler import Handler, HandlerSpec, Next
+from quantum.handler import Handler, HandlerError, HandlerSpec, Next
 from quantum.handlers.placeholders import AUTH_USER_ID
 
 SCHEMA: Mapping[str, Any] = {
@@ -120,7 +120,7 @@ class Authentication(Handler):
             except ValueError as exc:
                 raise ValueError(f"accounts[{index}]: {exc}") from None
         realm = basic.get("realm", "restricted").replace("\\", "\\\\").replace('"', '\\"')
-        self._challenge = {hdrs.WWW_AUTHENTICATE: f'Basic realm="{realm}"'}
+        self._challenge: dict[str, str] = {hdrs.WWW_AUTHENTICATE: f'Basic realm="{realm}"'}
         self._verified: dict[bytes, str] = {}
         self._dummy_hash = next(iter(self._accounts.values()))
         self._bcrypt_slots = asyncio.Semaphore(os.cpu_count() or 1)
@@ -128,13 +128,13 @@ class Authentication(Handler):
     async def serve(self, request: web.Request, next: Next) -> web.StreamResponse:
         credentials = parse_basic(request.headers.get(hdrs.AUTHORIZATION, ""))
         if credentials is None:
-            return self._unauthorized()
+            raise self._unauthorized()
         username, password = credentials
         key = hashlib.sha256(f"{username}\0{password}".encode()).digest()
         user = self._verified.get(key)
         if user is None:
             if not await self._verify(username, password):
-                return self._unauthorized()
+                raise self._unauthorized()
             _remember(self._verified, key, username)
             user = username
         request[AUTH_USER_ID] = user
@@ -148,8 +148,8 @@ class Authentication(Handler):
             ok = await asyncio.to_thread(_checkpw, password.encode(), candidate)
         return ok and stored is not None and hmac.compare_digest(candidate, stored)
 
-    def _unauthorized(self) -> web.Response:
-        return web.Response(status=401, headers=self._challenge)
+    def _unauthorized(self) -> HandlerError:
+        return HandlerError(401, "not authenticated", self._challenge)
 
 
 def _remember(cache: dict[bytes, str], key: bytes, username: str) -> None:

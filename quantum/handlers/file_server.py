@@ -20,12 +20,13 @@ import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from quantum.handler import Handler, HandlerSpec, Next, ProvisionContext
+from quantum.handler import Handler, HandlerError, HandlerSpec, Next, ProvisionContext
 from quantum.handlers import browse, precompressed
 from quantum.handlers.conditional import Decision, Outcome, evaluate
 from quantum.handlers.content_types import content_type_for
@@ -212,7 +213,7 @@ class FileServer(Handler):
     async def serve(self, request: web.Request, next: Next) -> web.StreamResponse:
         path = request.path
         if "\x00" in path:
-            return BareResponse(status=400)
+            raise _error(400)
         prefix = self._prefix
         if self._root_template is not None:
             root = self._root_template.render_checked(request, _safe_in_root)
@@ -225,9 +226,9 @@ class FileServer(Handler):
         except (FileNotFoundError, NotADirectoryError):
             return await self._not_found(request, next)
         except PermissionError:
-            return BareResponse(status=403)
+            raise _error(403) from None
         except OSError:
-            return BareResponse(status=500)
+            raise _error(500) from None
         implicit_index = False
         if stat.S_ISDIR(st.st_mode):
             for index_name in self._index_names:
@@ -249,7 +250,7 @@ class FileServer(Handler):
         if implicit_index and self._canonical and not path.endswith("/"):
             return redirect(request, request.rel_url.raw_path + "/")
         if request.method not in _GET_OR_HEAD:
-            return BareResponse(status=405, headers={hdrs.ALLOW: "GET, HEAD"})
+            raise _error(405, {hdrs.ALLOW: "GET, HEAD"})
         return self._file(request, filename, st)
 
     def _sidecar(self, request: web.Request, filename: str, st: os.stat_result) -> Sidecar | None:
@@ -355,15 +356,20 @@ class FileServer(Handler):
         try:
             entries = await asyncio.to_thread(browse.read_directory, directory, self._hidden)
         except PermissionError:
-            return BareResponse(status=403)
+            raise _error(403) from None
         except OSError:
-            return BareResponse(status=404)
+            raise _error(404) from None
         return browse.listing_response(request, entries)
 
     async def _not_found(self, request: web.Request, next: Next) -> web.StreamResponse:
         if self._pass_thru:
             return await next(request)
-        return BareResponse(status=404)
+        raise _error(404)
+
+
+def _error(status: int, headers: Mapping[str, str] | None = None) -> HandlerError:
+    """file_server's errors, answered by the server's ``errors`` routes if it has them."""
+    return HandlerError(status, HTTPStatus(status).phrase, headers)
 
 
 SPEC = HandlerSpec(

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from quantum.handler import Handler, HandlerSpec, Next
+from quantum.handler import Handler, HandlerError, HandlerSpec, Next
 from quantum.handlers.placeholders import Template
 from quantum.matchers import compile_value_pattern
 
@@ -206,6 +206,12 @@ class Headers(Handler):
         except web.HTTPException as exc:
             self._apply_to(exc, request)
             raise
+        except HandlerError as error:
+            # Caddy sets these on the response writer before the chain runs, so the answer of
+            # the server's errors routes carries them; deferred ones never see that answer.
+            if not self._deferred:
+                self._apply_early(error.headers, request)
+            raise
         self._apply_to(response, request)
         return response
 
@@ -220,9 +226,13 @@ class Headers(Handler):
         if self._deferred:
             ops.apply(headers, request)
             return
-        # Applied "before" the chain: start from an empty header, let the chain's fields win.
+        self._apply_early(headers, request)
+
+    def _apply_early(self, headers: CIMultiDict[str], request: web.Request) -> None:
+        """Ops applied "before" the chain: start from an empty header, the chain's fields win."""
+        assert self._response is not None
         early: CIMultiDict[str] = CIMultiDict()
-        ops.apply(early, request)
+        self._response.apply(early, request)
         for name in set(early.keys()):
             if name not in headers:
                 for value in early.getall(name):

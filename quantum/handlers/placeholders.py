@@ -15,10 +15,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
+from http import HTTPStatus
 from posixpath import splitext
 
 from aiohttp import web
 
+from quantum.handler import HANDLER_ERROR_KEY, HandlerError
 from quantum.matchers import REGEXP_CAPTURES, split_host
 
 Resolver = Callable[[web.Request], str | None]
@@ -55,6 +57,23 @@ def _port(request: web.Request) -> str:
     return "443" if request.scheme == "https" else "80"
 
 
+def _error_part(part: Callable[[HandlerError], str]) -> Resolver:
+    """A ``{http.error.*}`` resolver: empty outside the server's ``errors`` routes."""
+
+    def resolve(request: web.Request) -> str:
+        error = request.get(HANDLER_ERROR_KEY)
+        return "" if error is None else part(error)
+
+    return resolve
+
+
+def _status_text(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 def _path_split(request: web.Request) -> tuple[str, str]:
     path = request.path
     cut = path.rfind("/") + 1
@@ -86,6 +105,10 @@ _FIXED: dict[str, Resolver] = {
     "http.request.remote.port": lambda r: _remote(r)[1],
     "http.request.uuid": _request_uuid,
     "http.auth.user.id": lambda r: r.get(AUTH_USER_ID, ""),
+    "http.error": _error_part(lambda e: str(e)),
+    "http.error.status_code": _error_part(lambda e: str(e.status)),
+    "http.error.status_text": _error_part(lambda e: _status_text(e.status)),
+    "http.error.message": _error_part(lambda e: e.message),
     "system.hostname": lambda r: socket.gethostname(),
     "system.slash": lambda r: "/",
     "system.os": lambda r: platform.system().lower(),

@@ -17,7 +17,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from quantum.handler import Handler, Next, ProvisionContext, RouteChain
+from quantum.handler import Handler, HandlerError, Next, ProvisionContext, RouteChain
+from quantum.server import unanswered_error
 
 
 async def fell_through(request: web.Request) -> web.StreamResponse:
@@ -67,7 +68,10 @@ async def serving(
     handler.validate()
 
     async def catch_all(request: web.Request) -> web.StreamResponse:
-        return await handler.serve(request, next)
+        try:
+            return await handler.serve(request, next)
+        except HandlerError as error:  # as the Dispatcher answers it on a server without errors
+            return unanswered_error(error)
 
     app = web.Application(client_max_size=client_max_size)
     app.router.add_route("*", "/{tail:.*}", catch_all)

@@ -55,6 +55,18 @@ class Case:
     name: str
     routes: list[dict[str, Any]]
     requests: list[Req]
+    error_routes: list[dict[str, Any]] | None = None
+
+
+BASIC_AUTH = {
+    "handler": "authentication",
+    "providers": {
+        "http_basic": {
+            "accounts": [{"username": "alice", "password": PASSWORD_HASH}],
+            "hash": {"algorithm": "bcrypt"},
+        }
+    },
+}
 
 
 def static(body: str, **extra: Any) -> dict[str, Any]:
@@ -318,6 +330,57 @@ CASES = [
         ],
     ),
     Case(
+        "errors",
+        [
+            {
+                "match": [{"path": ["/private/*"]}],
+                "handle": [
+                    BASIC_AUTH,
+                    static("secret"),
+                ],
+            },
+            {"match": [{"path": ["/plain404"]}], "handle": [static("plain", status_code=404)]},
+            {
+                "match": [{"path": ["/hdr/*"]}],
+                "handle": [
+                    {"handler": "headers", "response": {"set": {"X-Early": ["yes"]}}},
+                    {"handler": "file_server", "root": "ROOT"},
+                ],
+            },
+            {"handle": [{"handler": "file_server", "root": "ROOT"}]},
+        ],
+        [
+            Req("/missing.txt"),
+            Req("/a.txt"),
+            Req("/private/x"),
+            Req("/plain404"),
+            Req("/silent/x"),
+            Req("/nested/x"),
+            Req("/hdr/missing"),
+            Req("/docs"),
+        ],
+        error_routes=[
+            {
+                "match": [{"path": ["/silent/*"]}],
+                "handle": [{"handler": "headers", "response": {"set": {"X-Err": ["seen"]}}}],
+            },
+            {
+                "match": [{"path": ["/nested/*"]}],
+                "handle": [{"handler": "file_server", "root": "ROOT/nonexistent"}],
+            },
+            {
+                "match": [{"not": [{"path": ["/silent/*", "/nested/*"]}]}],
+                "handle": [
+                    static(
+                        "custom {http.error.status_code} {http.error.status_text} "
+                        "[{http.error.message}]",
+                        status_code="{http.error.status_code}",
+                    )
+                ],
+            },
+        ],
+    ),
+    Case(
         "request_body",
         [
             {
@@ -335,15 +398,7 @@ CASES = [
             {
                 "match": [{"path": ["/private/*"]}],
                 "handle": [
-                    {
-                        "handler": "authentication",
-                        "providers": {
-                            "http_basic": {
-                                "accounts": [{"username": "alice", "password": PASSWORD_HASH}],
-                                "hash": {"algorithm": "bcrypt"},
-                            }
-                        },
-                    },
+                    BASIC_AUTH,
                     static("hi {http.auth.user.id}"),
                 ],
             },
@@ -452,14 +507,15 @@ def materialise(value: Any, root: Path) -> Any:
 
 
 def make_config(root: Path, ports: Mapping[str, int]) -> dict[str, Any]:
-    servers = {
-        case.name: {
+    servers: dict[str, Any] = {}
+    for case in CASES:
+        server = servers[case.name] = {
             "listen": [f"127.0.0.1:{ports[case.name]}"],
             "routes": materialise(case.routes, root),
             "automatic_https": {"disable": True},
         }
-        for case in CASES
-    }
+        if case.error_routes is not None:
+            server["errors"] = {"routes": materialise(case.error_routes, root)}
     return {"admin": {"disabled": True}, "apps": {"http": {"servers": servers}}}
 
 

@@ -47,6 +47,27 @@ CASES: list[tuple[str, Any, str]] = [
         f"{SRV}.routes[0].handle[0].seconds: 'soon' is not of type 'number'",
     ),
     (
+        "misspelt errors routes",
+        {"apps": {"http": {"servers": {"s": {"listen": [":8080"], "errors": {"route": []}}}}}},
+        f"{SRV}.errors.route: unknown field (did you mean 'routes'?)",
+    ),
+    (
+        "handler error in errors routes",
+        {
+            "apps": {
+                "http": {
+                    "servers": {
+                        "s": {
+                            "listen": [":8080"],
+                            "errors": {"routes": [{"handle": [{"handler": "nope"}]}]},
+                        }
+                    }
+                }
+            }
+        },
+        f"{SRV}.errors.routes[0].handle[0].handler: unknown handler 'nope'",
+    ),
+    (
         "precompressed coding the file server cannot serve",
         server([{"handle": [{"handler": "file_server", "precompressed": {"deflate": {}}}]}]),
         f"{SRV}.routes[0].handle[0].precompressed.deflate: unknown field; allowed: br, gzip, zstd",
