@@ -162,7 +162,8 @@ class Dispatcher:
             try:
                 if hdrs.EXPECT in headers:
                     await _expect(request)
-                if has_malformed_escapes(request.raw_path.partition("?")[0]):
+                raw = request.raw_path
+                if "%" in raw and has_malformed_escapes(raw.partition("?")[0]):
                     response = error_response(
                         400, "malformed percent-encoding in the request path", "bad_request"
                     )
