@@ -40,7 +40,10 @@ def test_every_scrape_counts_the_requests_of_both_workers(
     routes = config["apps"]["http"]["servers"]["web"]["routes"]
     routes.append({"match": [{"path": ["/metrics"]}], "handle": [{"handler": "metrics"}]})
     server = quantum_factory(config, tmp_path, port=port).start()
-    time.sleep(1.0)  # both workers bound
+    deadline = time.monotonic() + 30
+    while server.logs().count('"event": "serving"') < 2:  # both workers bound and serving
+        assert time.monotonic() < deadline, server.logs()
+        time.sleep(0.05)
     for _ in range(40):
         assert fetch(f"{server.url}/hello")[0] == "hi"
     time.sleep(PUBLISH_INTERVAL * 2)
