@@ -1,11 +1,17 @@
-"""Helpers shared by the benchmarks: free ports, waiting for servers, file_sync configs."""
+"""Helpers shared by the benchmarks: free ports, waiting for and stopping servers, file_sync
+configs, result files."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+"""Where ``--json`` writes (gitignored)."""
 
 
 def free_port() -> int:
@@ -52,3 +58,26 @@ def file_sync_config(port: int, root: Path, **options: Any) -> dict[str, Any]:
             }
         },
     }
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 15) -> None:
+    """SIGTERM (a graceful shutdown), then SIGKILL if it has not exited after ``timeout``."""
+    process.terminate()
+    wait_or_kill(process, timeout)
+
+
+def wait_or_kill(process: subprocess.Popen[Any], timeout: float) -> None:
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def write_results(name: str, data: Any) -> Path:
+    """``bench/results/NAME.json``; returns its path."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return out

@@ -34,9 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import free_port, wait_for_port
+from common import free_port, stop_process, wait_for_port, write_results
 
-REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 SMALL_FILE = "file4k.bin"
 LARGE_FILE = "file100m.bin"
@@ -94,12 +93,7 @@ def running(command: Sequence[str], port: int, cwd: Path, env: dict[str, str]) -
         wait_for_port(port)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
 
 
@@ -375,10 +369,7 @@ def main() -> None:
         print()
         print(bench.log_costs())
         if args.json:
-            out = REPO / "bench" / "results" / "http_core.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps([asdict(r) for r in bench.results], indent=2))
-            print(f"\nwrote {out.relative_to(REPO)}")
+            write_results("http_core", [asdict(r) for r in bench.results])
 
 
 if __name__ == "__main__":

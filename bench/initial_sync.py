@@ -25,10 +25,8 @@ Prints a markdown table; ``--json`` also writes ``bench/results/initial_sync.jso
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sync_latency import RESULTS, client_command, free_port, quantum_server
+from common import stop_process, write_results
+from sync_latency import client_command, free_port, quantum_server
 
 TARGET_RATIO = 1.5
 
@@ -92,8 +91,7 @@ def rsync_daemon(root: Path, workdir: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        stop_process(proc, 10)
 
 
 def timed(command: list[str]) -> float:
@@ -198,8 +196,7 @@ def main() -> int:
             f"| ≤ {TARGET_RATIO}x {'✅' if passed else '❌'} |"
         )
     if args.json:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "initial_sync.json").write_text(json.dumps(results, indent=2))
+        write_results("initial_sync", results)
     return 0 if ok else 1
 
 

@@ -46,6 +46,7 @@ import aiohttp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from common import stop_process, write_results  # noqa: E402
 from ws_fanout import (  # noqa: E402
     Server,
     Workers,
@@ -57,7 +58,6 @@ from ws_fanout import (  # noqa: E402
     workers,
 )
 
-REPO = HERE.parent
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -95,8 +95,7 @@ def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
         wait_for_port(port)
         yield f"redis://127.0.0.1:{port}/0", process.pid
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process, 10)
 
 
 def quantum_config(port: int, root: Path, broker: dict[str, Any], workers: int) -> dict[str, Any]:
@@ -385,10 +384,7 @@ def main() -> None:
     results = run(scale, {args.only} if args.only else {"cpu", "latency"})
     report(results)
     if args.json:
-        out = REPO / "bench" / "results" / "multinode.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwrote {out.relative_to(REPO)}")
+        write_results("multinode", results)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,11 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from common import file_sync_config, free_port
+from common import file_sync_config, free_port, stop_process, write_results
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-RESULTS = REPO / "bench" / "results"
 TARGET_P95_MS = 300.0
 
 
@@ -63,12 +60,7 @@ def quantum_server(root: Path, workdir: Path) -> Iterator[str]:
         wait_http(url + "/api/list?recursive=false&limit=1", timeout=120)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
 
 
 def client_command(server: str, folder: Path, *args: str) -> list[str]:
@@ -96,12 +88,7 @@ def realtime_client(server: str, folder: Path, log: Path) -> Iterator[subprocess
             time.sleep(0.02)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
 
 
 def wait_for_content(path: Path, data: bytes, timeout: float) -> float:
@@ -172,8 +159,7 @@ def main() -> int:
         f"| ≤ {TARGET_P95_MS:.0f} ms {'✅' if ok else '❌'} |"
     )
     if args.json:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "sync_latency.json").write_text(json.dumps(result, indent=2))
+        write_results("sync_latency", result)
     return 0 if ok else 1
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import file_sync_config, free_port, wait_for_port
+from common import file_sync_config, free_port, stop_process, wait_for_port, wait_or_kill
 
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE / "ws_loadgen.py"
@@ -88,12 +88,7 @@ class Server:
         raise RuntimeError("no VmRSS")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def start_quantum(workdir: Path) -> Server:
@@ -188,11 +183,7 @@ class Workers:
                 except BrokenPipeError:
                     pass
         for process in self.processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            wait_or_kill(process, 20)
             for stream in (process.stdin, process.stdout):
                 if stream is not None:
                     stream.close()
