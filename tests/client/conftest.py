@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.file_sync.conftest import http, start_quantum  # noqa: F401  (fixture re-export)
+from tests.support import waiting
 from tests.support.processes import ChildProcess
 
 CLIENT = str(Path(sys.executable).parent / "realtime-sync-client")
@@ -41,12 +41,7 @@ def _snapshot(root: Path) -> dict[str, bytes | None]:
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    waiting.wait_until(check, timeout, what)
 
 
 def converged(*roots: Path) -> Callable[[], bool]:

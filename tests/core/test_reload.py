@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from tests.support.processes import QuantumProcess, free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 
 def config(
@@ -42,15 +43,6 @@ def config(
             }
         },
     }
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def body_of(url: str) -> str:

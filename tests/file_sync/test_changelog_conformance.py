@@ -27,6 +27,8 @@ from quantum_file_sync.operations import (
     Update,
 )
 
+from tests.support.waiting import eventually
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -90,14 +92,6 @@ async def opened(store: Store, **options: Any) -> AsyncIterator[ChangeLog]:
         yield log
     finally:
         await log.close()
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def metadata(path: str, *, size: int = 3, is_directory: bool = False) -> FileMetadata:

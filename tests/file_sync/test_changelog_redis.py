@@ -16,6 +16,7 @@ from quantum_file_sync.operations import ChangeEvent, Create, FileMetadata
 from redis.asyncio import Redis
 
 from tests.fixtures.redis import RedisServer
+from tests.support import waiting
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,11 +28,8 @@ def create(index: int) -> Create:
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+    """Redis round trips (and its restarts) get longer than the default wait."""
+    await waiting.eventually(predicate, timeout)
 
 
 @asynccontextmanager

@@ -16,7 +16,6 @@ from tests.file_sync.test_websocket_protocol import MALFORMED
 from tests.file_sync.websocket_harness import (
     RawWebSocket,
     create,
-    eventually,
     masked_frame,
     operations,
     receive_close,
@@ -24,6 +23,7 @@ from tests.file_sync.websocket_harness import (
     serve_ws,
     subscribe,
 )
+from tests.support.waiting import eventually
 
 
 async def test_websocket_lifecycle_subscribe_ack_ping_and_cleanup(tmp_path: Path) -> None:

@@ -150,13 +150,6 @@ async def receive_close(ws: aiohttp.ClientWebSocketResponse, timeout: float = TI
                 raise AssertionError(f"no close frame: {message}")
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Wait until ``predicate()`` holds (server-side effects that follow a client's view)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
 async def operations(
     ws: aiohttp.ClientWebSocketResponse, count: int, timeout: float = TIMEOUT
 ) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import pytest
 
 from tests.file_sync.conftest import RunningQuantum, file_sync_config, http, launch_quantum
 from tests.fixtures.redis import RedisServer
+from tests.support import waiting
 
 TIMEOUT = 10.0
 StartNode = Callable[..., RunningQuantum]
@@ -82,11 +83,7 @@ def metric(node: RunningQuantum, name: str) -> float | None:
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+    await waiting.eventually(predicate, timeout, interval=0.02)
 
 
 async def eventually_async(
