@@ -136,10 +136,8 @@ def launch_quantum(
     return server
 
 
-@pytest.fixture
-def start_quantum(tmp_path: Path) -> Iterator[StartQuantum]:
-    """``start_quantum(config, name="q", files=None)`` → :class:`RunningQuantum`; every server
-    started is stopped at teardown."""
+def _starter(workdir: Callable[[str], Path]) -> Iterator[StartQuantum]:
+    """``start(config, name="q", files=None)`` in ``workdir(name)``; stops them all at the end."""
     started: list[RunningQuantum] = []
 
     def start(
@@ -147,28 +145,24 @@ def start_quantum(tmp_path: Path) -> Iterator[StartQuantum]:
         name: str = "q",
         files: Mapping[str, str | bytes] | None = None,
     ) -> RunningQuantum:
-        return launch_quantum(config, tmp_path / name, started, files)
+        return launch_quantum(config, workdir(name), started, files)
 
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def start_quantum(tmp_path: Path) -> Iterator[StartQuantum]:
+    """``start_quantum(config, name="q", files=None)`` → :class:`RunningQuantum`; every server
+    started is stopped at teardown."""
+    yield from _starter(lambda name: tmp_path / name)
 
 
 @pytest.fixture(scope="module")
 def start_module_quantum(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartQuantum]:
     """Like :func:`start_quantum`, for servers shared by the tests of one module."""
-    started: list[RunningQuantum] = []
-
-    def start(
-        config: Mapping[str, Any],
-        name: str = "q",
-        files: Mapping[str, str | bytes] | None = None,
-    ) -> RunningQuantum:
-        return launch_quantum(config, tmp_path_factory.mktemp(name), started, files)
-
-    yield start
-    for server in started:
-        server.stop()
+    yield from _starter(tmp_path_factory.mktemp)
 
 
 # ---- a tiny blocking HTTP client (no session to leak, exact bytes on the wire) ----------------
