@@ -1,0 +1,160 @@
+"""Content-defined chunking: a file as an ordered list of chunks named by their SHA-256.
+
+The server and the sync client cut files the same way (FastCDC 2020 through ``pyfastcdc``,
+pinned), so a chunk either side already has is never sent again: a small change costs the
+chunks around it, a rename or a copy costs none. A :class:`Manifest` is a file's chunk list
+plus its whole-file SHA-256 (the ``hash`` of its metadata, its ETag). See docs/chunks.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pyfastcdc import FastCDC
+
+MIN_CHUNK = 256 * 1024
+MAX_CHUNK = 4 * 1024 * 1024
+AVG_PARAMETER = 768 * 1024
+"""pyfastcdc's real average chunk is ``avg_size + min_size``: about 1 MiB."""
+MAX_MANIFEST_CHUNKS = 1_000_000
+HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
+_HASH_STEP = 4 * 1024 * 1024
+
+CHUNKER = FastCDC(AVG_PARAMETER, min_size=MIN_CHUNK, max_size=MAX_CHUNK, normalized_chunking=1)
+
+
+class ManifestError(ValueError):
+    """A manifest that does not describe a file: wrong hash, gaps, overlaps, bad sizes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    hash: str
+    offset: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    hash: str
+    size: int
+    chunks: tuple[ChunkRef, ...]
+
+    def to_json(self, path: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {} if path is None else {"path": path}
+        body.update(
+            hash=self.hash,
+            size=self.size,
+            chunks=[{"hash": c.hash, "offset": c.offset, "size": c.size} for c in self.chunks],
+        )
+        return body
+
+    @classmethod
+    def from_json(cls, body: object, *, max_size: int) -> Manifest:
+        """Parse and check a manifest sent by a peer; :class:`ManifestError` says what is
+        wrong. Offsets are optional; when given, they must be where the previous chunk ended."""
+        if not isinstance(body, Mapping):
+            raise ManifestError("a manifest is a JSON object")
+        digest, size, chunks = body.get("hash"), body.get("size"), body.get("chunks")
+        _check_hash(digest, "hash")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ManifestError("size must be a non-negative integer")
+        if size > max_size:
+            raise ManifestError(f"size {size} is over the limit of {max_size} bytes")
+        if not isinstance(chunks, list):
+            raise ManifestError("chunks must be a list")
+        if len(chunks) > MAX_MANIFEST_CHUNKS:
+            raise ManifestError(f"a manifest lists at most {MAX_MANIFEST_CHUNKS} chunks")
+        refs: list[ChunkRef] = []
+        offset = 0
+        for number, chunk in enumerate(chunks):
+            where = f"chunks[{number}]"
+            if not isinstance(chunk, Mapping):
+                raise ManifestError(f"{where} must be an object")
+            _check_hash(chunk.get("hash"), f"{where}.hash")
+            chunk_size = chunk.get("size")
+            if not isinstance(chunk_size, int) or isinstance(chunk_size, bool):
+                raise ManifestError(f"{where}.size must be an integer")
+            if not 0 < chunk_size <= MAX_CHUNK:
+                raise ManifestError(f"{where}.size must be between 1 and {MAX_CHUNK}")
+            given = chunk.get("offset", offset)
+            if given != offset:
+                raise ManifestError(
+                    f"{where}.offset is {given!r}; chunks must be in order, without gaps or "
+                    f"overlaps (expected {offset})"
+                )
+            refs.append(ChunkRef(chunk["hash"], offset, chunk_size))
+            offset += chunk_size
+            if offset > size:
+                raise ManifestError(f"the chunks add up to more than size ({size})")
+        if offset != size:
+            raise ManifestError(f"the chunks add up to {offset} bytes, not size ({size})")
+        return cls(digest, size, tuple(refs))  # type: ignore[arg-type]
+
+
+def _check_hash(value: object, where: str) -> None:
+    if not isinstance(value, str) or HASH_PATTERN.fullmatch(value) is None:
+        raise ManifestError(f"{where} must be 64 lowercase hex digits (a SHA-256)")
+
+
+def cut(data: bytes | bytearray | memoryview) -> Iterator[tuple[int, memoryview]]:
+    """(offset, bytes) of each chunk of ``data``."""
+    for chunk in CHUNKER.cut_buf(data):
+        yield chunk.offset, chunk.data
+
+
+def manifest_of_fd(fd: int) -> tuple[os.stat_result, Manifest]:
+    """Chunk and hash an open regular file. Blocking (~1 GB/s here); the GIL is released
+    while hashing. The returned ``stat`` is the one before reading: the caller compares it
+    with a later ``fstat`` to know whether the file changed meanwhile."""
+    st = os.fstat(fd)
+    if st.st_size == 0:
+        return st, Manifest(hashlib.sha256().hexdigest(), 0, ())
+    refs: list[ChunkRef] = []
+    with mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ) as mapped:
+        mapped.madvise(mmap.MADV_SEQUENTIAL)
+        with memoryview(mapped) as view, ThreadPoolExecutor(1) as pool:
+            # hashlib releases the GIL: the whole-file hash runs on the other core.
+            whole = pool.submit(_sha256, view)
+            for offset, data in cut(view):
+                with data:
+                    refs.append(ChunkRef(hashlib.sha256(data).hexdigest(), offset, len(data)))
+            digest = whole.result()
+    return st, Manifest(digest, st.st_size, tuple(refs))
+
+
+def _sha256(view: memoryview) -> str:
+    digest = hashlib.sha256()
+    for start in range(0, len(view), _HASH_STEP):
+        digest.update(view[start : start + _HASH_STEP])
+    return digest.hexdigest()
+
+
+def manifest_of_file(path: str | os.PathLike[str]) -> tuple[os.stat_result, Manifest]:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        return manifest_of_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def missing_from(manifest: Manifest, have: Sequence[str] | set[str]) -> list[str]:
+    """Distinct chunk hashes of ``manifest`` not in ``have``, in manifest order."""
+    known = set(have)
+    wanted: list[str] = []
+    for ref in manifest.chunks:
+        if ref.hash not in known:
+            known.add(ref.hash)
+            wanted.append(ref.hash)
+    return wanted
