@@ -6,6 +6,7 @@ Requests are sent as raw bytes so that no client library normalises ``..`` or ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,8 +19,10 @@ from tests.file_sync.conftest import (
     changes,
     file_sync_config,
     http,
+    operations,
     raw_http,
 )
+from tests.support.waiting import wait_until
 
 SECRET = b"TOP SECRET - must never be served"
 BAD = {400}
@@ -37,7 +40,22 @@ def server(start_module_quantum: StartQuantum) -> RunningQuantum:
     os.symlink(outside, server.root / "escape")
     os.symlink(outside / "secret.txt", server.root / "secret-link.txt")
     os.symlink(server.root / ".quantum", server.root / "into-reserved")
+    # The disk watcher journals ok.txt some time after the write: the tests must not start (and
+    # read a baseline seq) before its final content is journaled.
+    harmless = hashlib.sha256(b"harmless").hexdigest()
+    wait_until(lambda: _journaled_hash(server, "ok.txt") == harmless, what="ok.txt to be journaled")
     return server
+
+
+def _journaled_hash(server: RunningQuantum, path: str) -> str | None:
+    """The hash of the last Create/Update of ``path`` in the journal."""
+    found = None
+    for operation in operations(server):
+        for kind in ("Create", "Update"):
+            metadata = operation.get(kind, {}).get("metadata", {})
+            if metadata.get("path") == path:
+                found = metadata["hash"]
+    return found
 
 
 def request_bytes(method: str, target: str, body: bytes | None = None) -> bytes:
