@@ -10,10 +10,13 @@ import pytest
 from quantum_file_sync.chunks import (
     MAX_CHUNK,
     MIN_CHUNK,
+    RECORD_HEADER_MAX,
     Manifest,
     ManifestError,
     manifest_of_file,
     missing_from,
+    parse_record_header,
+    record_header,
 )
 
 
@@ -115,3 +118,26 @@ def test_json_round_trip() -> None:
 def test_bad_manifests_are_refused(body: object, message: str) -> None:
     with pytest.raises(ManifestError, match=message.replace("[", r"\[").replace("]", r"\]")):
         Manifest.from_json(body, max_size=100)
+
+
+def test_record_headers_round_trip() -> None:
+    digest = "c" * 64
+    assert parse_record_header(record_header(digest, 42)) == (digest, 42)
+    assert len(record_header(digest, MAX_CHUNK)) <= RECORD_HEADER_MAX
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"c" * 64 + b" 42",
+        b"c" * 63 + b" 42\n",
+        b"c" * 64 + b" 0\n",
+        b"c" * 64 + b" -1\n",
+        b"c" * 64 + b" 99999999\n",
+        b"c" * 64 + b"\n",
+        b"\xff" * 64 + b" 1\n",
+    ],
+)
+def test_bad_record_headers_are_refused(line: bytes) -> None:
+    with pytest.raises(ManifestError):
+        parse_record_header(line)

@@ -158,3 +158,28 @@ def missing_from(manifest: Manifest, have: Sequence[str] | set[str]) -> list[str
             known.add(ref.hash)
             wanted.append(ref.hash)
     return wanted
+
+
+# -- chunk records: the body of chunk uploads and downloads -------------------------------------
+
+RECORDS_MEDIA_TYPE = "application/vnd.quantum.chunks"
+MANIFEST_MEDIA_TYPE = "application/vnd.quantum.manifest+json"
+RECORD_HEADER_MAX = 64 + 1 + 8 + 1
+"""``HASH SIZE\\n``: 64 hex digits, a space, at most 7 decimal digits (≤ 4 MiB), a newline."""
+
+
+def record_header(digest: str, size: int) -> bytes:
+    """The line before each chunk's bytes in a records body."""
+    return f"{digest} {size}\n".encode("ascii")
+
+
+def parse_record_header(line: bytes) -> tuple[str, int]:
+    """(hash, size) of a record header line; :class:`ManifestError` when it is not one."""
+    text = line.decode("ascii", errors="replace")
+    if not text.endswith("\n"):
+        raise ManifestError("a chunk record header ends with a newline")
+    digest, _, size_text = text[:-1].partition(" ")
+    _check_hash(digest, "chunk record hash")
+    if not size_text.isdigit() or not 0 < int(size_text) <= MAX_CHUNK:
+        raise ManifestError(f"chunk record size must be between 1 and {MAX_CHUNK}")
+    return digest, int(size_text)
