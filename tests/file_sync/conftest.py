@@ -22,6 +22,7 @@ import copy
 import http.client as httpclient
 import json
 import socket
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.processes import QuantumProcess, free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 StartQuantum = Callable[..., "RunningQuantum"]
 
@@ -231,3 +233,31 @@ def changes(server: RunningQuantum, since: int = 0) -> dict[str, Any]:
 def operations(server: RunningQuantum, since: int = 0) -> list[dict[str, Any]]:
     """The ``operation`` objects journaled after ``since``."""
     return [message["operation"] for message in changes(server, since)["operations"]]
+
+
+def watcher_caught_up(server: RunningQuantum, since: int = 0) -> list[dict[str, Any]]:
+    """The operations journaled after ``since`` once the disk watcher has handled every change
+    made in ``server.root`` before this call.
+
+    A marker file is created, and deleted once its Create is journaled: changes made before the
+    marker were seen in the marker's batch or an earlier one, and the Delete comes in a later
+    batch, so once it is journaled every earlier batch is settled. The marker's own two
+    operations are left out of the result (nothing else is). For a server whose disk watcher
+    runs; waits up to 10 s for each of the marker's operations.
+    """
+    marker = f"watcher-barrier-{uuid.uuid4().hex}.tmp"
+    path = server.root / marker
+    path.write_text(marker)  # unique content: never paired with another file into a Move
+    wait_until(lambda: _touches(operations(server, since), marker, "Create"), what="the marker")
+    path.unlink()
+    wait_until(lambda: _touches(operations(server, since), marker, "Delete"), what="the marker")
+    return [op for op in operations(server, since) if not _touches([op], marker)]
+
+
+def _touches(ops: list[dict[str, Any]], path: str, kind: str | None = None) -> bool:
+    for op in ops:
+        for found, body in op.items():
+            paths = {body.get("path"), body.get("from"), body.get("metadata", {}).get("path")}
+            if path in paths and kind in (None, found):
+                return True
+    return False

@@ -18,9 +18,9 @@ from tests.file_sync.conftest import (
     file_sync_config,
     http,
     operations,
+    watcher_caught_up,
 )
-
-SETTLE = 0.5  # well past the watcher's 50 ms debounce: anything still due would have arrived
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +33,13 @@ def head(server: RunningQuantum) -> int:
     return seq
 
 
-def wait_for_ops(server: RunningQuantum, since: int, count: int, timeout: float = 5.0) -> list:
-    """Wait until ``count`` operations exist after ``since``, let the watcher settle, return all."""
-    deadline = time.monotonic() + timeout
-    while len(operations(server, since)) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(SETTLE)
-    return operations(server, since)
+def wait_for_ops(server: RunningQuantum, since: int, count: int) -> list:
+    """Wait until ``count`` operations exist after ``since`` and the watcher has handled every
+    change made so far (so a late duplicate would be there too); return them all."""
+    wait_until(
+        lambda: len(operations(server, since)) >= count, what=f"{count} journaled operations"
+    )
+    return watcher_caught_up(server, since)
 
 
 def kinds(ops: list[dict[str, Any]]) -> list[str]:
@@ -117,7 +117,7 @@ def test_touch_without_content_change_journals_nothing(server: RunningQuantum) -
     seq = head(server)
     os.utime(path, None)
     path.write_text("same")
-    assert wait_for_ops(server, seq, 1, timeout=1.0) == []
+    assert watcher_caught_up(server, seq) == []
 
 
 def test_api_upload_is_journaled_once_even_after_the_watcher_saw_it(
@@ -131,8 +131,7 @@ def test_api_upload_is_journaled_once_even_after_the_watcher_saw_it(
     moved = http("POST", server.url + "/api/move", json_body=request)
     assert moved.status == 200
     assert http("DELETE", server.url + "/api/files/api-dir").status == 204
-    time.sleep(SETTLE)
-    assert kinds(operations(server, seq)) == [
+    assert kinds(watcher_caught_up(server, seq)) == [
         "Create",  # via-api.txt
         "Update",
         "Create",  # api-dir
@@ -190,7 +189,7 @@ def test_reserved_names_are_never_journaled(server: RunningQuantum) -> None:
     (server.root / ".quantum-sync" / "state.db").write_text("client state")
     (server.root / ".QuantumX").write_text("reserved, whatever the case")
     (server.root / ".quantum" / "extra.txt").write_text("server area")
-    assert wait_for_ops(server, seq, 1, timeout=1.0) == []
+    assert watcher_caught_up(server, seq) == []
 
 
 def test_a_disk_write_is_journaled_quickly(server: RunningQuantum) -> None:
