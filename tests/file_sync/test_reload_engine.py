@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.file_sync.conftest import StartQuantum, file_sync_config, operations
+from tests.file_sync.conftest import StartQuantum, file_sync_config, watcher_caught_up
 from tests.support.processes import run_quantum
 
 
@@ -60,8 +60,8 @@ async def test_reload_with_new_options_keeps_websockets_and_journals_once(
             (server.root / "b.txt").write_text("from disk")  # the one watcher sees it
             message = await next_operation(ws)
             assert message["operation"]["Create"]["metadata"]["path"] == "b.txt"
-    await asyncio.sleep(0.5)
-    journaled = [(next(iter(op)), path_of(op)) for op in operations(server)]
+    settled = await asyncio.to_thread(watcher_caught_up, server)  # a duplicate would be in
+    journaled = [(next(iter(op)), path_of(op)) for op in settled]
     assert journaled == [("Create", "a.txt"), ("Create", "b.txt")]  # nothing journaled twice
     assert server.logs().count("file_sync engine ready") == 1
 
