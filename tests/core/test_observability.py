@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.processes import QUANTUM, QuantumProcess, child_env, free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 
 def config(port: int, admin: int | None = None, **logging: Any) -> dict[str, Any]:
@@ -112,7 +113,7 @@ def test_one_json_access_line_per_request(
     server = quantum_factory(config(port), tmp_path, port=port).start()
     assert get(f"{server.url}/hello") == 200
     assert get(f"{server.url}/nowhere") == 404
-    time.sleep(0.2)
+    wait_until(lambda: len(access_lines(server)) >= 2, what="the batched access lines")
     lines = access_lines(server)
     assert len(lines) == 2
     first = lines[0]
@@ -156,7 +157,7 @@ def test_access_lines_stay_valid_json_for_hostile_paths_and_request_ids(
         if request_id is not None:
             head += b"X-Request-Id: " + request_id + b"\r\n"
         assert raw_request(port, head + b"\r\n").startswith(b"HTTP/1.1 404")
-    time.sleep(0.2)
+    wait_until(lambda: len(access_lines(server)) >= len(cases), what="the batched access lines")
     logged = access_lines(server)  # every line parsed with json.loads
     assert [line["path"] for line in logged] == ["/x%22y%5Cz/%C3%BC%0A", '/q"uote\\back', "/id"]
     assert [line["request_id"] for line in logged][2] == hostile_id
@@ -175,7 +176,7 @@ def test_debug_logs_redact_credentials(
         f"{server.url}/hello",
         headers={"Authorization": secret, "Cookie": "session=abc123", "X-Seen": "yes"},
     )
-    time.sleep(0.2)
+    wait_until(lambda: len(access_lines(server)) >= 1, what="the batched access line")
     (line,) = access_lines(server)
     headers = line["headers"]
     assert headers["Authorization"] == "REDACTED"
