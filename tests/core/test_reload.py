@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +74,15 @@ def test_watch_reloads_when_the_file_changes(
 ) -> None:
     port = free_port()
     server = quantum_factory(config(port, "one"), tmp_path, port=port, args=("--watch",)).start()
-    time.sleep(0.5)  # let the watcher start
-    server.write_config(config(port, "watched"))
-    wait_until(lambda: body_of(server.url) == "watched")
+
+    def reloaded() -> bool:
+        # The config watcher starts after the port answers and nothing tells when: a write
+        # made before it watches is never seen, so the (same) change is written again until
+        # one is picked up.
+        server.write_config(config(port, "watched"))
+        return body_of(server.url) == "watched"
+
+    wait_until(reloaded, what="a reload from --watch", interval=0.5)
 
 
 async def test_reload_under_load_fails_no_request(
