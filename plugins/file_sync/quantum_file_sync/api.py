@@ -17,7 +17,8 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from quantum_file_sync import bundle, errors, paths
+from quantum_file_sync import block_api, bundle, errors, paths
+from quantum_file_sync.block_api import BlockApi
 from quantum_file_sync.changelog import ChangeLog
 from quantum_file_sync.download import BundleResponse, etag_of, file_response, parse_etags
 from quantum_file_sync.errors import ApiError, error_response
@@ -71,6 +72,11 @@ class FileApi:
         self.metrics = metrics
         self.enable_upload = enable_upload
         self.max_upload_size = max_upload_size
+        self.blocks = BlockApi(
+            storage.chunks,
+            on_received=metrics.bytes_uploaded.inc,
+            on_sent=metrics.bytes_downloaded.inc,
+        )
         self._openapi = json.dumps(openapi, separators=(",", ":")).encode()
         self._routes: dict[str, dict[str, Endpoint]] = {
             "/list": {hdrs.METH_GET: self.list_files, hdrs.METH_HEAD: self.list_files},
@@ -78,6 +84,9 @@ class FileApi:
             "/mkdir": {hdrs.METH_POST: self.mkdir},
             "/move": {hdrs.METH_POST: self.move},
             "/bundle": {hdrs.METH_POST: self.bundle},
+            "/chunks": {hdrs.METH_POST: self.upload_chunks},
+            "/chunks/missing": {hdrs.METH_POST: self.missing_chunks},
+            "/chunks/get": {hdrs.METH_POST: self.fetch_chunks},
             "/openapi.json": {hdrs.METH_GET: self.openapi, hdrs.METH_HEAD: self.openapi},
         }
         self._file_routes: dict[str, FileEndpoint] = {
@@ -166,6 +175,8 @@ class FileApi:
         return files, None
 
     async def get_file(self, request: web.Request, rel: str) -> web.StreamResponse:
+        if block_api.wants_manifest(request):
+            return await self.blocks.manifest(request, rel)
         download = await asyncio.to_thread(self.storage.open_for_read, rel)
         return file_response(request, rel, download, self.metrics.bytes_downloaded.inc)
 
@@ -208,26 +219,52 @@ class FileApi:
 
     async def put_file(self, request: web.Request, rel: str) -> web.StreamResponse:
         self._require_upload()
-        if request.content_length is not None and request.content_length > self.max_upload_size:
-            raise ApiError(413, "too_large", f"uploads are limited to {self.max_upload_size} bytes")
         preconditions = Preconditions(
             if_match=parse_etags(request.headers.get(hdrs.IF_MATCH)),
             if_none_match=parse_etags(request.headers.get(hdrs.IF_NONE_MATCH)),
         )
-        result = await self.storage.put(
-            rel,
-            request.content.iter_any(),
-            preconditions,
-            _source_client(request),
-            self.max_upload_size,
-            self.metrics.bytes_uploaded.inc,
-        )
+        if block_api.is_manifest_upload(request):
+            body = await _json_body(request, limit=block_api.MAX_MANIFEST_BYTES)
+            manifest = block_api.parse_manifest(body, self.max_upload_size)
+            result = await self.storage.put_manifest(
+                rel, manifest, preconditions, _source_client(request)
+            )
+        else:
+            if (
+                request.content_length is not None
+                and request.content_length > self.max_upload_size
+            ):
+                raise ApiError(
+                    413, "too_large", f"uploads are limited to {self.max_upload_size} bytes"
+                )
+            result = await self.storage.put(
+                rel,
+                request.content.iter_any(),
+                preconditions,
+                _source_client(request),
+                self.max_upload_size,
+                self.metrics.bytes_uploaded.inc,
+            )
         metadata = result.metadata
         return web.json_response(
             metadata.to_json(),
             status=201 if result.created else 200,
             headers={hdrs.ETAG: etag_of(metadata.hash or "")},
         )
+
+    async def missing_chunks(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_object(request, limit=block_api.MAX_REQUEST_BYTES)
+        hint = body.get("path")
+        rel = None if hint is None else paths.validate(_field(body, "path"))
+        return await self.blocks.missing(block_api.parse_hashes(body), rel)
+
+    async def upload_chunks(self, request: web.Request) -> web.StreamResponse:
+        self._require_upload()
+        return await self.blocks.upload(request)
+
+    async def fetch_chunks(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_object(request, limit=block_api.MAX_REQUEST_BYTES)
+        return await self.blocks.fetch(request, block_api.parse_hashes(body))
 
     async def delete_file(self, request: web.Request, rel: str) -> web.StreamResponse:
         self._require_upload()
@@ -315,14 +352,18 @@ def _decode_cursor(cursor: str, directory: str) -> tuple[str, ...]:
 
 async def _json_object(request: web.Request, *, limit: int | None = None) -> dict[str, Any]:
     """The body as a JSON object; ``limit`` replaces aiohttp's ``client_max_size``."""
-    raw = await request.read() if limit is None else await _read_body(request, limit)
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.bad_request("the body must be a JSON object", "invalid_json") from None
+    body = await _json_body(request, limit=limit)
     if not isinstance(body, dict):
         raise errors.bad_request("the body must be a JSON object", "invalid_json")
     return body
+
+
+async def _json_body(request: web.Request, *, limit: int | None = None) -> Any:
+    raw = await request.read() if limit is None else await _read_body(request, limit)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.bad_request("the body must be JSON", "invalid_json") from None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

@@ -19,8 +19,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from quantum_file_sync.changelog import ChangeLog
+from quantum_file_sync.chunks import Manifest
+from quantum_file_sync.chunkstore import ChunkStore
 from quantum_file_sync.index import Index, scan, warm_hashes
-from quantum_file_sync.metadata import HashCache
+from quantum_file_sync.metadata import HashCache, StatKey
 from quantum_file_sync.options import (
     BrokerSettings,
     HeartbeatSettings,
@@ -80,6 +82,7 @@ class SyncEngine:
         self.changelog: ChangeLog
         self.index: Index
         self.storage: Storage
+        self.chunks: ChunkStore
         self.ws: WsManager
         self._authenticators: list[Authenticate] = []
         self._cleanups: list[Cleanup] = []
@@ -122,7 +125,12 @@ class SyncEngine:
         await recorder.start()
         self._on_close(recorder.close)
         locks = TreeLocks()
-        self.storage = Storage(root, index, self.hashes, locks, temp, recorder)
+        self.chunks = chunks = ChunkStore(root, self._learn_hash)
+        await chunks.open()
+        self._on_close(chunks.close)
+        unfollow = changelog.listen(lambda event: chunks.follow(event.operation))
+        self._on_close(lambda: _call(unfollow))
+        self.storage = Storage(root, index, self.hashes, locks, temp, recorder, chunks)
 
         self.ws = self._ws_manager(changelog, registry)
         await self.ws.start()
@@ -154,6 +162,9 @@ class SyncEngine:
             epoch=changelog.epoch,
             broker=settings.broker.type,
         )
+
+    def _learn_hash(self, _rel: str, st: os.stat_result, manifest: Manifest) -> None:
+        self.hashes.put(StatKey.of(st), manifest.hash)
 
     async def close(self) -> None:
         """Undo ``start`` in reverse order; tolerates a partial start."""

@@ -7,6 +7,7 @@ humans and may change.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -15,22 +16,34 @@ class ApiError(Exception):
     """Raised anywhere below the API layer; ``api.py`` turns it into :func:`error_response`."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        self.details = dict(details or {})
+        """Fields added to the JSON body next to ``error`` and ``code`` (e.g. ``missing``)."""
 
     def response(self) -> web.Response:
-        return error_response(self.status, self.code, self.message, self.headers)
+        return error_response(self.status, self.code, self.message, self.headers, self.details)
 
 
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> web.Response:
-    return web.json_response({"error": message, "code": code}, status=status, headers=headers)
+    body = {**(details or {}), "error": message, "code": code}
+    return web.json_response(body, status=status, headers=headers)
 
 
 def bad_request(message: str, code: str = "bad_request") -> ApiError:

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from quantum_file_sync import errors
+from quantum_file_sync.assembly import SourcesChanged, WrongHash, assemble
+from quantum_file_sync.chunks import Manifest
+from quantum_file_sync.chunkstore import ChunkStore, Source
 from quantum_file_sync.index import Entry, Index, syncable, walk
 from quantum_file_sync.metadata import HashCache, StatKey, file_metadata
 from quantum_file_sync.operations import Create, Delete, FileMetadata, Move, Update
@@ -128,7 +131,7 @@ class TempArea:
 
     def create(self) -> tuple[int, str]:
         temp = uuid.uuid4().hex + ".part"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC  # read back to check its hash
         return os.open(temp, flags, 0o666, dir_fd=self.fd), temp
 
     def discard(self, temp: str) -> None:
@@ -198,6 +201,7 @@ class Storage:
         locks: TreeLocks,
         temp: TempArea,
         recorder: Recorder,
+        chunks: ChunkStore,
     ) -> None:
         self.root = root
         self.index = index
@@ -205,6 +209,7 @@ class Storage:
         self.locks = locks
         self.temp = temp
         self.recorder = recorder
+        self.chunks = chunks
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -246,6 +251,63 @@ class Storage:
             return await _shielded(self._commit_upload(rel, upload, preconditions, source_client))
         finally:
             self.temp.discard(upload.temp)
+
+    async def put_manifest(
+        self,
+        rel: str,
+        manifest: Manifest,
+        preconditions: Preconditions,
+        source_client: str | None,
+    ) -> Result:
+        """Commit a file built from chunks the server has (uploaded, or in any live file),
+        with the same preconditions, atomicity and journaling as :meth:`put`."""
+        upload = await self._assemble(rel, manifest)
+        try:
+            result = await _shielded(
+                self._commit_upload(rel, upload, preconditions, source_client)
+            )
+        finally:
+            self.temp.discard(upload.temp)
+        entry = self.index.get(rel)
+        if entry is not None and entry.hash == manifest.hash:
+            await self.chunks.record_live(rel, entry.key, manifest)
+            await self.chunks.drop_blobs(ref.hash for ref in manifest.chunks)
+        return result
+
+    async def _assemble(self, rel: str, manifest: Manifest) -> Upload:
+        sources = await self._sources_of(rel, manifest)
+        fd, temp = self.temp.create()
+        try:
+            assembled = await asyncio.to_thread(assemble, manifest, sources, fd)
+        except BaseException as error:
+            self.temp.discard(temp)
+            if isinstance(error, SourcesChanged):
+                await self.chunks.forget_sources([sources[h] for h in error.hashes])
+                raise missing_chunks(error.hashes) from None
+            if isinstance(error, WrongHash):
+                raise errors.ApiError(
+                    422,
+                    "hash_mismatch",
+                    f"the chunks make a file whose SHA-256 is {error.actual}, "
+                    f"not the manifest's {manifest.hash}",
+                ) from None
+            if isinstance(error, OSError):
+                raise _storage_error(error) from error
+            raise
+        finally:
+            os.close(fd)
+        return Upload(temp, assembled.digest, assembled.size)
+
+    async def _sources_of(self, rel: str, manifest: Manifest) -> dict[str, Source]:
+        hashes = [ref.hash for ref in manifest.chunks]
+        sources = await self.chunks.sources(hashes)
+        if len(sources) < len(set(hashes)):
+            await self.chunks.manifest(rel)  # the file there now may not have been cut yet
+            sources = await self.chunks.sources(hashes)
+        missing = [digest for digest in hashes if digest not in sources]
+        if missing:
+            raise missing_chunks(missing)
+        return sources
 
     async def _receive(
         self, body: AsyncIterator[bytes], max_size: int, on_bytes: Callable[[int], None] | None
@@ -481,6 +543,22 @@ class _write_errors:
             raise errors.not_found(f"{self.rel!r} does not exist") from error
         if isinstance(error, IsADirectoryError):
             raise errors.conflict(f"{self.rel!r} is a directory", "is_directory") from error
+
+
+def missing_chunks(hashes: list[str]) -> errors.ApiError:
+    unique = list(dict.fromkeys(hashes))
+    return errors.ApiError(
+        409,
+        "missing_chunks",
+        f"the server has {len(unique)} of the manifest's chunks nowhere: upload them first",
+        details={"missing": unique},
+    )
+
+
+def _storage_error(error: OSError) -> errors.ApiError:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return errors.ApiError(507, "insufficient_storage", "the server's disk is full")
+    return errors.ApiError(500, "io_error", f"could not write the file: {error.strerror}")
 
 
 def _too_large(limit: int) -> errors.ApiError:

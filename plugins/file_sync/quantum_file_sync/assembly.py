@@ -1,0 +1,103 @@
+"""Building a file from its manifest: chunk by chunk from where the chunk store has them.
+
+Bytes are copied with ``os.copy_file_range`` (in the kernel, no trip through Python) and the
+result is read back once to check its SHA-256 against the manifest's, so neither a lying client
+nor a live file that changed under its recorded stat identity can produce a file whose content
+is not its hash. When the whole-file hash is wrong, each chunk is checked to tell the two apart:
+a source that no longer holds its chunk is reported as missing (the client sends it), otherwise
+the manifest itself is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from quantum_file_sync.chunks import Manifest
+from quantum_file_sync.chunkstore import Source
+from quantum_file_sync.reads import open_for_reading
+
+
+class SourcesChanged(Exception):
+    """Some sources no longer hold their chunk (``hashes``): they are missing after all."""
+
+    def __init__(self, hashes: list[str]) -> None:
+        super().__init__(f"{len(hashes)} chunks changed at their source")
+        self.hashes = hashes
+
+
+class WrongHash(Exception):
+    """Every chunk is what the manifest says, but the whole file does not hash to its hash."""
+
+    def __init__(self, actual: str) -> None:
+        super().__init__(f"the assembled file hashes to {actual}")
+        self.actual = actual
+
+
+@dataclass(frozen=True, slots=True)
+class Assembled:
+    size: int
+    digest: str
+
+
+def assemble(manifest: Manifest, sources: Mapping[str, Source], fd: int) -> Assembled:
+    """Write ``manifest``'s bytes into the empty file ``fd`` and fsync it. Blocking.
+
+    Raises :class:`SourcesChanged` or :class:`WrongHash`, and ``OSError`` (a full disk); the
+    caller discards the file then."""
+    opened: dict[str, int] = {}
+    try:
+        position = 0
+        for ref in manifest.chunks:
+            source = sources[ref.hash]
+            src = opened.get(source.path)
+            if src is None:
+                src = opened[source.path] = open_for_reading(
+                    source.path, flags=os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                )
+            if not _copy(src, source.offset, fd, position, ref.size):
+                raise SourcesChanged([ref.hash])
+            position += ref.size
+        os.fsync(fd)
+        digest = _sha256(fd, manifest.size)
+        if digest != manifest.hash:
+            changed = _changed_chunks(manifest, fd)
+            if changed:
+                raise SourcesChanged(changed)
+            raise WrongHash(digest)
+        return Assembled(manifest.size, digest)
+    finally:
+        for src in opened.values():
+            os.close(src)
+
+
+def _copy(src: int, src_offset: int, dst: int, dst_offset: int, count: int) -> bool:
+    """Copy ``count`` bytes; ``False`` when the source ends before them."""
+    while count:
+        copied = os.copy_file_range(src, dst, count, src_offset, dst_offset)
+        if copied == 0:
+            return False
+        src_offset += copied
+        dst_offset += copied
+        count -= copied
+    return True
+
+
+def _sha256(fd: int, size: int) -> str:
+    digest = hashlib.sha256()
+    if size:
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:  # exactly size bytes long
+            digest.update(mapped)
+    return digest.hexdigest()
+
+
+def _changed_chunks(manifest: Manifest, fd: int) -> list[str]:
+    changed: dict[str, None] = {}
+    for ref in manifest.chunks:
+        data = os.pread(fd, ref.size, ref.offset)
+        if hashlib.sha256(data).hexdigest() != ref.hash:
+            changed[ref.hash] = None
+    return list(changed)

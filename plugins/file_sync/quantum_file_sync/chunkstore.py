@@ -1,0 +1,410 @@
+"""Where the bytes of every known chunk are: a range of a live file, or a stored blob.
+
+Live files stay plain files in root. For each one the store remembers its manifest together
+with the stat identity (:class:`~quantum_file_sync.metadata.StatKey`) the file had when it was
+cut: a location inside a live file is trusted only while the file still has that identity, and
+the bytes read from it are checked against the chunk's hash anyway. Chunks that are in no live
+file — uploaded and not committed yet — are *blobs*, one file each under
+``ROOT/.quantum/chunks/``, written with temp + fsync + rename and named by their hash.
+
+The index is SQLite (WAL) on one dedicated thread, like the journal. It is a cache of what the
+files on disk and the blobs hold: losing it costs re-cutting files, never data. Every file is
+cut once per version, in the background after it changes, or on demand (a manifest request,
+or an upload naming its target path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import sqlite3
+import stat
+import struct
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from quantum_file_sync.chunks import ChunkRef, Manifest, manifest_of_fd
+from quantum_file_sync.metadata import StatKey
+from quantum_file_sync.operations import Delete, Move, Operation
+from quantum_file_sync.paths import SafeRoot
+from quantum_file_sync.reads import open_for_reading
+
+T = TypeVar("T")
+STORE_DIR = (".quantum", "chunks")
+DB_NAME = "index.sqlite3"
+_PACKED = struct.Struct(">32sI")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    chunks BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS locations (
+    hash BLOB NOT NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (hash, path, offset)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS locations_by_path ON locations (path);
+CREATE TABLE IF NOT EXISTS blobs (
+    hash BLOB PRIMARY KEY, size INTEGER NOT NULL, stored REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where to read one chunk: ``size`` bytes at ``offset`` of the file at ``path``."""
+
+    digest: str
+    path: str
+    offset: int
+    size: int
+    live: str | None
+    """The live file's relative path, or ``None`` for a blob."""
+
+
+def pack(chunks: Sequence[ChunkRef]) -> bytes:
+    return b"".join(_PACKED.pack(bytes.fromhex(c.hash), c.size) for c in chunks)
+
+
+def unpack(data: bytes) -> tuple[ChunkRef, ...]:
+    refs: list[ChunkRef] = []
+    offset = 0
+    for raw, size in _PACKED.iter_unpack(data):
+        refs.append(ChunkRef(raw.hex(), offset, size))
+        offset += size
+    return tuple(refs)
+
+
+OnCut = Callable[[str, os.stat_result, Manifest], None]
+
+
+class ChunkStore:
+    def __init__(self, root: SafeRoot, on_cut: OnCut | None = None) -> None:
+        self.root = root
+        self._on_cut = on_cut
+        self.base = root.path.joinpath(*STORE_DIR)
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+        self._pending: dict[str, None] = {}
+        self._renames: deque[tuple[str, str]] = deque()
+        self._logger = structlog.get_logger("quantum.file_sync.chunks")
+        self._wake = asyncio.Event()
+        self._warmer: asyncio.Task[None] | None = None
+        self._cutting: dict[str, asyncio.Future[tuple[os.stat_result, Manifest] | None]] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantum-chunks")
+        await self._run(self._open_db)
+        self._warmer = asyncio.get_running_loop().create_task(
+            self._warm(), name="quantum-chunk-warmer"
+        )
+
+    async def close(self) -> None:
+        if self._warmer is not None:
+            self._warmer.cancel()
+            await asyncio.gather(self._warmer, return_exceptions=True)
+            self._warmer = None
+        if self._executor is not None:
+            await self._run(self._close_db)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _open_db(self) -> None:
+        (self.base / "tmp").mkdir(parents=True, exist_ok=True)
+        for leftover in (self.base / "tmp").iterdir():  # blobs cut short by a crash
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        path = self.base / DB_NAME
+        try:
+            self._db = self._connect(path)
+        except sqlite3.DatabaseError:
+            # Only a cache of what is on disk: start again rather than refuse to serve.
+            with contextlib.suppress(OSError):
+                path.rename(path.with_name(f"{DB_NAME}.corrupt-{int(time.time())}"))
+            self._db = self._connect(path)
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        db.execute("SELECT count(*) FROM files").fetchone()
+        return db
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        assert self._executor is not None, "the chunk store is not open"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None
+        return self._db
+
+    # -- live files ----------------------------------------------------------------------------
+
+    def schedule(self, paths: Iterable[str]) -> None:
+        """Cut these live files in the background (they changed, or are new)."""
+        for rel in paths:
+            self._pending[rel] = None
+        self._wake.set()
+
+    async def manifest(self, rel: str) -> tuple[os.stat_result, Manifest] | None:
+        """The manifest of the live file at ``rel`` now (cut if its version is not known
+        yet); ``None`` when it is not a regular file. Concurrent callers share one cut."""
+        running = self._cutting.get(rel)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[tuple[os.stat_result, Manifest] | None]
+        future = asyncio.get_running_loop().create_future()
+        self._cutting[rel] = future
+        try:
+            result = await self._manifest(rel)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved here; waiters re-raise it
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._cutting[rel]
+
+    async def _manifest(self, rel: str) -> tuple[os.stat_result, Manifest] | None:
+        try:
+            st = await asyncio.to_thread(os.stat, self.root.join(rel), follow_symlinks=False)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            await self._run(self._forget_live, rel)
+            return None
+        known = await self._run(self._known_manifest, rel, StatKey.of(st))
+        if known is not None:
+            return st, known
+        cut = await asyncio.to_thread(self._cut, rel)
+        if cut is None:
+            return None
+        st, manifest = cut
+        await self._run(self._record_live, rel, StatKey.of(st), manifest)
+        if self._on_cut is not None:
+            self._on_cut(rel, st, manifest)
+        return cut
+
+    def _cut(self, rel: str) -> tuple[os.stat_result, Manifest] | None:
+        try:
+            fd = open_for_reading(self.root.join(rel), flags=os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            st, manifest = manifest_of_fd(fd)
+            if StatKey.of(os.fstat(fd)) != StatKey.of(st):
+                return None  # written to while being cut: its own change event follows
+            return st, manifest
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+
+    async def record_live(self, rel: str, key: StatKey, manifest: Manifest) -> None:
+        """The live file at ``rel`` (version ``key``) is ``manifest``: a commit that knows it."""
+        await self._run(self._record_live, rel, key, manifest)
+
+    async def forget_sources(self, sources: Iterable[Source]) -> None:
+        """These sources did not hold their chunk: forget them (their live file is cut again
+        by the warmer)."""
+        sources = list(sources)
+        await self._run(self._drop_blobs, [s.digest for s in sources if s.live is None])
+        for source in sources:
+            if source.live is not None:
+                await self._run(self._forget_live, source.live)
+                self.schedule([source.live])
+
+    def follow(self, operation: Operation) -> None:
+        """Keep up with a journaled change (from any origin, on any node)."""
+        if isinstance(operation, Delete):
+            self.schedule([operation.path])
+            return
+        if isinstance(operation, Move):
+            self._renames.append((operation.from_path, operation.metadata.path))
+        if not operation.metadata.is_directory:
+            self.schedule([operation.metadata.path])
+        self._wake.set()
+
+    def _known_manifest(self, rel: str, key: StatKey) -> Manifest | None:
+        row = self.db.execute(
+            "SELECT dev, ino, size, mtime_ns, hash, chunks FROM files WHERE path = ?", (rel,)
+        ).fetchone()
+        if row is None or StatKey(*row[:4]) != key:
+            return None
+        return Manifest(row[4], row[2], unpack(row[5]))
+
+    def _record_live(self, rel: str, key: StatKey, manifest: Manifest) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM locations WHERE path = ?", (rel,))
+            self.db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rel, *key, manifest.hash, pack(manifest.chunks)),
+            )
+            self.db.executemany(
+                "INSERT OR IGNORE INTO locations VALUES (?, ?, ?, ?)",
+                ((bytes.fromhex(c.hash), rel, c.offset, c.size) for c in manifest.chunks),
+            )
+
+    def _forget_live(self, rel: str) -> None:
+        below = rel + "/"
+        with self.db:
+            self.db.execute("BEGIN")
+            for table in ("files", "locations"):
+                self.db.execute(
+                    f"DELETE FROM {table} WHERE path = ? OR substr(path, 1, ?) = ?",
+                    (rel, len(below), below),
+                )
+
+    def _rename(self, source: str, target: str) -> None:
+        """Re-key what is known under ``source`` to ``target``: a rename keeps the stat
+        identity, so the manifests stay valid and a renamed file is not cut again."""
+        self._forget_live(target)
+        below = source + "/"
+        with self.db:
+            self.db.execute("BEGIN")
+            for table in ("files", "locations"):
+                self.db.execute(
+                    f"UPDATE OR REPLACE {table} SET path = ? || substr(path, ?) "
+                    "WHERE path = ? OR substr(path, 1, ?) = ?",
+                    (target, len(source) + 1, source, len(below), below),
+                )
+
+    async def _warm(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._renames:
+                await self._run(self._rename, *self._renames.popleft())
+            while self._pending and not self._renames:
+                rel = next(iter(self._pending))
+                del self._pending[rel]
+                try:
+                    await self.manifest(rel)
+                except Exception:
+                    self._logger.exception("could not cut a file", path=rel)
+
+    # -- chunks --------------------------------------------------------------------------------
+
+    async def missing(self, hashes: Sequence[str]) -> list[str]:
+        """The distinct hashes of ``hashes`` the store has nowhere, in order."""
+        sources = await self.sources(hashes)
+        return [digest for digest in dict.fromkeys(hashes) if digest not in sources]
+
+    async def sources(self, hashes: Iterable[str]) -> dict[str, Source]:
+        """Where each known chunk of ``hashes`` can be read now."""
+        return await self._run(self._sources, list(dict.fromkeys(hashes)))
+
+    def _sources(self, hashes: list[str]) -> dict[str, Source]:
+        found: dict[str, Source] = {}
+        valid: dict[str, bool] = {}
+        for digest in hashes:
+            raw = bytes.fromhex(digest)
+            blob = self.db.execute("SELECT size FROM blobs WHERE hash = ?", (raw,)).fetchone()
+            if blob is not None and os.path.exists(self.blob_path(digest)):
+                found[digest] = Source(digest, str(self.blob_path(digest)), 0, blob[0], None)
+                continue
+            rows = self.db.execute(
+                "SELECT path, offset, size FROM locations WHERE hash = ?", (raw,)
+            ).fetchall()
+            for rel, offset, size in rows:
+                if rel not in valid:
+                    valid[rel] = self._still_valid(rel)
+                if valid[rel]:
+                    found[digest] = Source(digest, str(self.root.join(rel)), offset, size, rel)
+                    break
+        return found
+
+    def _still_valid(self, rel: str) -> bool:
+        row = self.db.execute(
+            "SELECT dev, ino, size, mtime_ns FROM files WHERE path = ?", (rel,)
+        ).fetchone()
+        if row is None:
+            return False
+        try:
+            st = os.stat(self.root.join(rel), follow_symlinks=False)
+        except OSError:
+            return False
+        return StatKey(*row) == StatKey.of(st)
+
+    def blob_path(self, digest: str) -> Path:
+        return self.base / digest[:2] / digest
+
+    async def store_blob(self, digest: str, data: bytes | memoryview) -> None:
+        """Keep a chunk whose hash the caller has verified (durable when this returns)."""
+        await self._run(self._store_blob, digest, data)
+
+    def _store_blob(self, digest: str, data: bytes | memoryview) -> None:
+        final = self.blob_path(digest)
+        temp = self.base / "tmp" / f"{uuid.uuid4().hex}.part"
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        final.parent.mkdir(exist_ok=True)
+        os.replace(temp, final)
+        self.db.execute(
+            "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)",
+            (bytes.fromhex(digest), len(data), time.time()),
+        )
+
+    async def drop_blobs(self, hashes: Iterable[str]) -> None:
+        """Forget blobs whose bytes are now in a live file."""
+        await self._run(self._drop_blobs, list(hashes))
+
+    def _drop_blobs(self, hashes: list[str]) -> None:
+        for digest in hashes:
+            self.db.execute("DELETE FROM blobs WHERE hash = ?", (bytes.fromhex(digest),))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.blob_path(digest))
+
+    async def reap(self, older_than: float) -> int:
+        """Drop blobs stored before ``older_than`` (epoch seconds) that no commit used."""
+        return await self._run(self._reap, older_than)
+
+    def _reap(self, older_than: float) -> int:
+        rows = self.db.execute("SELECT hash FROM blobs WHERE stored < ?", (older_than,)).fetchall()
+        self._drop_blobs([raw.hex() for (raw,) in rows])
+        return len(rows)
+
+
+
+def read_source(source: Source) -> bytes | None:
+    """The chunk's bytes from ``source``, or ``None`` when they are not what they should be
+    any more (the live file changed within one mtime tick, a blob was damaged). Blocking."""
+    try:
+        fd = open_for_reading(source.path, flags=os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, source.size, source.offset)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) != source.size or hashlib.sha256(data).hexdigest() != source.digest:
+        return None
+    return data
