@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import aiohttp
 import pytest
 
 from tests.support.processes import QuantumProcess, free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 
 def sleep_server(listen: list[str], body: str, seconds: float = 0, **extra: Any) -> dict[str, Any]:
@@ -43,6 +45,17 @@ def ipv6_available() -> bool:
 async def fetch(url: str, **kwargs: Any) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session, session.get(url, **kwargs) as response:
         return response.status, await response.text()
+
+
+def wait_in_flight(admin: int, server: str) -> None:
+    """Until the admin metrics show a request in flight on ``server`` (it reached the handler)."""
+    gauge = f'quantum_http_requests_in_flight{{server="{server}"}} 1.0'
+
+    def arrived() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as reply:
+            return gauge in reply.read().decode().splitlines()
+
+    wait_until(arrived, what=f"a request in flight on {server}")
 
 
 async def test_several_servers_and_addresses(
@@ -108,11 +121,13 @@ async def test_tls_from_certificate_files(
 async def test_graceful_shutdown_finishes_in_flight_requests(
     quantum_factory: type[QuantumProcess], tmp_path: Path
 ) -> None:
-    port = free_port()
+    port, admin = free_port(), free_port()
     config = make_config({"slow": sleep_server([f"127.0.0.1:{port}"], "done", seconds=1.5)})
+    config["admin"] = {"listen": f"127.0.0.1:{admin}"}
     server = quantum_factory(config, tmp_path, port=port).start()
+    wait_for_port(admin)
     request = asyncio.create_task(fetch(server.url))
-    await asyncio.sleep(0.5)
+    await asyncio.to_thread(wait_in_flight, admin, "slow")
     server.signal(signal.SIGTERM)
     assert await request == (200, "done")
     assert server.proc is not None
@@ -152,13 +167,15 @@ def test_graceful_shutdown_finishes_a_download_to_a_slow_client(
 async def test_grace_period_is_finite(
     quantum_factory: type[QuantumProcess], tmp_path: Path
 ) -> None:
-    port = free_port()
+    port, admin = free_port(), free_port()
     config = make_config(
         {"slow": sleep_server([f"127.0.0.1:{port}"], "never", seconds=60)}, grace_period="1s"
     )
+    config["admin"] = {"listen": f"127.0.0.1:{admin}"}
     server = quantum_factory(config, tmp_path, port=port).start()
+    wait_for_port(admin)
     request = asyncio.create_task(fetch(server.url))
-    await asyncio.sleep(0.3)
+    await asyncio.to_thread(wait_in_flight, admin, "slow")
     started = time.monotonic()
     server.signal(signal.SIGINT)
     assert server.proc is not None
