@@ -12,7 +12,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from quantum_file_sync.changelog import ChangeLogUnavailable
 from quantum_file_sync.changelog_redis import RedisChangeLog
-from quantum_file_sync.operations import ChangeEvent, Create, FileMetadata
+from quantum_file_sync.index import Entry, Index
+from quantum_file_sync.journaled_state import encode_entry as encode
+from quantum_file_sync.metadata import StatKey
+from quantum_file_sync.operations import (
+    ChangeEvent,
+    Create,
+    Delete,
+    FileMetadata,
+    Move,
+    Update,
+)
 from redis.asyncio import Redis
 
 from tests.fixtures.redis import RedisServer
@@ -195,3 +205,75 @@ async def test_exactly_one_node_owns_the_disk_watch_with_failover(
             await a.close()  # a clean shutdown releases the lease
             await eventually(c.owns_disk_watch, timeout=2)
             assert changes == [True]
+
+
+def entry(number: int, *, is_dir: bool = False) -> Entry:
+    key = StatKey(7, number, 0 if is_dir else number, number * 1000)
+    return Entry(is_dir, key, None if is_dir else f"{number:064x}")
+
+
+def metadata(rel: str, known: Entry) -> FileMetadata:
+    return FileMetadata(rel, known.key.size, known.hash, "2024-05-01T12:00:00Z", known.is_dir)
+
+
+async def test_commits_keep_the_journaled_state_as_the_index_has_it(
+    redis_url: str, prefix: str
+) -> None:
+    index = Index()
+    async with node(redis_url, prefix) as log:
+        log.track_state(index.get)
+        state = log.journaled_state
+        assert await state.load() is None  # never seeded
+        index.put("keep.txt", entry(1))
+        assert await state.seed(index.entries())
+
+        async def put(rel: str, known: Entry, kind: type[Create | Update] = Create) -> None:
+            index.put(rel, known)
+            await log.commit(kind(metadata(rel, known)), None)
+
+        await put("d", entry(2, is_dir=True))
+        await put("d/a.txt", entry(3))
+        await put("d/sub", entry(4, is_dir=True))
+        await put("d/sub/b.txt", entry(5))
+        # Neighbours of "d/" in byte order: subtree ranges must not reach them.
+        await put("d.txt", entry(6))
+        await put("d0.txt", entry(7))
+        await put("d/a.txt", entry(8), Update)
+
+        index.move_tree("d", "e")
+        index.put("e", entry(9, is_dir=True))
+        await log.commit(Move("d", metadata("e", entry(9, is_dir=True))), None)
+        index.remove_tree("e/sub")
+        await log.commit(Delete("e/sub", True), None)
+        await put("e", entry(10))  # a file replaces the directory and its contents
+        await put("gone", entry(11, is_dir=True))
+        await put("gone/x.txt", entry(12))
+        index.remove_tree("gone")
+        await log.commit(Delete("gone", True), None)
+
+        loaded = await state.load()
+        assert loaded is not None
+        assert sorted(loaded) == sorted(index.entries())
+        assert [rel for rel, _ in sorted(loaded)] == ["d.txt", "d0.txt", "e", "keep.txt"]
+
+
+async def test_a_seed_does_not_overwrite_what_was_committed_meanwhile(
+    redis_url: str, prefix: str
+) -> None:
+    index = Index()
+    async with node(redis_url, prefix) as log:
+        log.track_state(index.get)
+        state = log.journaled_state
+        stale = [("dir", entry(1, is_dir=True)), ("dir/old.txt", entry(2)), ("f.txt", entry(3))]
+        # The seed's steps, with commits of another node in between (as a slow seed would see).
+        await state._begin_seed(keys=state.keys, args=["token"])
+        await log.commit(Delete("dir", True), None)
+        index.put("f.txt", entry(4))
+        await log.commit(Update(metadata("f.txt", entry(4))), None)
+        args = ["token", *(value for rel, known in stale for value in (rel, encode(known)))]
+        assert await state._seed_chunk(keys=state.keys, args=args) == 1
+        assert await state.load() is None  # not ready until the seed finishes
+        assert await state._finish_seed(keys=state.keys, args=["token"]) == 1
+        assert await state.load() == [("f.txt", entry(4))]
+        # A seed that another one replaced writes nothing.
+        assert await state._seed_chunk(keys=state.keys, args=args) == 0

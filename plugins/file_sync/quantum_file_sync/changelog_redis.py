@@ -8,10 +8,12 @@ Layout under ``key_prefix`` (default ``quantum:``):
   (fields ``f``: the ``FileOperation`` frame, ``t``: commit time in ms), trimmed to
   ``stream_maxlen`` and, by the lease holder, to ``max_age``;
 - ``events`` the pub/sub channel carrying every frame;
-- ``lease:disk-watch`` which node publishes what the disk watcher sees (see :mod:`.lease`).
+- ``lease:disk-watch`` which node publishes what the disk watcher sees (see :mod:`.lease`);
+- ``state``, ``state:*`` the tree as the journal describes it (see :mod:`.journaled_state`).
 
-A commit is one Lua script (epoch check, ``INCR``, ``XADD``, ``PUBLISH``), so seqs are strictly
-increasing and frames are published in seq order. Each node's listener task follows the channel
+A commit is one Lua script (epoch check, ``INCR``, ``XADD``, ``PUBLISH``, and the change applied
+to the journaled state), so seqs are strictly increasing, frames are published in seq order and
+the state never disagrees with the journal. Each node's listener task follows the channel
 and delivers every event to local listeners exactly once and in order: anything at or below the
 last delivered seq is a duplicate, a jump means the subscription missed messages (a reconnect) and
 the missing range is read back from the stream first.
@@ -49,6 +51,8 @@ from quantum_file_sync.changelog import (
     EpochListener,
     Listener,
 )
+from quantum_file_sync.index import EntryLookup
+from quantum_file_sync.journaled_state import STATE_FUNCTIONS, JournaledState, state_change
 from quantum_file_sync.lease import (
     DiskWatchLease,
     cancel_and_wait,
@@ -58,10 +62,14 @@ from quantum_file_sync.operations import ChangeEvent, Operation, operation_from_
 
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
-# KEYS: epoch, seq, stream.  ARGV: candidate epoch, frame head, frame tail, maxlen, channel.
+# KEYS: epoch, seq, stream, then the journaled state's state, tree, seed, dirty.
+# ARGV: candidate epoch, frame head, frame tail, maxlen, channel, then the state change's
+# change, path, from, entry (journaled_state.state_change).
 # The frame is assembled here because only the script knows seq and epoch; its layout is the one
 # of ChangeEvent.to_message (type, operation, source_client, seq, epoch, op_id).
-_COMMIT = """
+_COMMIT = (
+    STATE_FUNCTIONS
+    + """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
@@ -74,8 +82,10 @@ local ms = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now
 local frame = ARGV[2] .. seq .. ',"epoch":"' .. epoch .. ARGV[3]
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], seq .. '-0', 'f', frame, 't', ms)
 redis.call('PUBLISH', ARGV[5], frame)
+apply_change(KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 return {epoch, seq, frame}
 """
+)
 
 # KEYS: epoch, seq, stream.  ARGV: "1" to abandon the current epoch, candidate epoch, channel.
 # A new epoch is announced on the channel so idle nodes move to it without waiting for an event.
@@ -196,6 +206,8 @@ class RedisChangeLog(ChangeLog):
             self._owner_gauge.set(0)
 
         self._redis: Redis | None = None
+        self._state: JournaledState | None = None
+        self._state_lookup: EntryLookup | None = None
         self._lease: DiskWatchLease | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._backoff = _Backoff()
@@ -227,6 +239,7 @@ class RedisChangeLog(ChangeLog):
         )
         self._commit_script = self._redis.register_script(_COMMIT)
         self._sync_script = self._redis.register_script(_SYNC)
+        self._state = JournaledState(self._redis, self._prefix)
         self._lease = DiskWatchLease(
             self._redis,
             self._prefix + "lease:disk-watch",
@@ -280,8 +293,15 @@ class RedisChangeLog(ChangeLog):
         tail = '","op_id":' + json.dumps(op_id) + "}"
         try:
             epoch_raw, seq, frame = await self._commit_script(
-                keys=self._keys,
-                args=[_new_epoch(), head, tail, self._stream_maxlen, self._channel],
+                keys=[*self._keys, *self.journaled_state.keys],
+                args=[
+                    _new_epoch(),
+                    head,
+                    tail,
+                    self._stream_maxlen,
+                    self._channel,
+                    *state_change(operation, self._state_lookup),
+                ],
                 client=redis,
             )
         except (RedisError, OSError) as exc:
@@ -348,6 +368,18 @@ class RedisChangeLog(ChangeLog):
         return self._lease is not None and self._lease.owned
 
     # -- extras ----------------------------------------------------------------------------------
+
+    @property
+    def journaled_state(self) -> JournaledState:
+        """The tree as the journal describes it (see :mod:`.journaled_state`)."""
+        if self._state is None:
+            raise RuntimeError("RedisChangeLog is not open")
+        return self._state
+
+    def track_state(self, lookup: EntryLookup) -> None:
+        """Keep the journaled state with every commit: ``lookup(path)`` is the committing
+        node's index entry for the path, already updated when ``commit`` is called."""
+        self._state_lookup = lookup
 
     def on_epoch_change(self, listener: EpochListener) -> Callable[[], None]:
         """Call ``listener(new_epoch)`` when this node moves to another epoch (Redis lost its

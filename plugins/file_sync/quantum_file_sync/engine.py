@@ -14,15 +14,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
 
 from quantum_file_sync.changelog import ChangeLog
 from quantum_file_sync.chunks import Manifest
 from quantum_file_sync.chunkstore import ChunkStore
-from quantum_file_sync.index import Index, scan, warm_hashes
+from quantum_file_sync.index import Entry, Index, scan, warm_hashes
 from quantum_file_sync.metadata import HashCache, StatKey
+from quantum_file_sync.operations import ChangeEvent
 from quantum_file_sync.options import (
     BrokerSettings,
     HeartbeatSettings,
@@ -36,10 +38,15 @@ from quantum_file_sync.storage import Storage, TempArea, TreeLocks
 from quantum_file_sync.watcher import RESTART_DELAY, DiskWatcher
 from quantum_file_sync.ws import WsManager, WsSettings
 
+if TYPE_CHECKING:
+    from quantum_file_sync.changelog_redis import RedisChangeLog
+
 SNAPSHOT_NAME = "index.json"
 SNAPSHOT_EVERY = 30.0
 
 Cleanup = Callable[[], Awaitable[None]]
+Prepare = Callable[[bool], Awaitable[None]]
+"""Called before the lease holder's watcher starts; ``True`` the first time, at start-up."""
 Authenticate = Callable[[str | None], bool]
 
 
@@ -114,17 +121,33 @@ class SyncEngine:
         self._on_close(changelog.close)
 
         # A snapshot of the index lets the watcher find what changed on disk while Quantum was
-        # stopped. Only with one node per root: nodes sharing a root would race on it.
+        # stopped. Only with one node per root: nodes sharing a root would race on it; with
+        # Redis the journaled state plays its part (JournaledIndex).
         snapshot = root.path / ".quantum" / SNAPSHOT_NAME
-        use_snapshot = settings.watch and settings.broker.type == "memory"
+        shared = settings.broker.type == "redis"
+        use_snapshot = settings.watch and not shared
         loaded = await asyncio.to_thread(Index.load, snapshot) if use_snapshot else None
-        index = loaded if loaded is not None else await asyncio.to_thread(scan, root, self.hashes)
+        if loaded is not None:
+            index = loaded
+        elif shared:
+            index = Index()  # filled by JournaledIndex.load_at_start below
+        else:
+            index = await asyncio.to_thread(scan, root, self.hashes)
         self.index = index
         self.metrics = FileMetrics.create(registry)
         recorder = Recorder(changelog, index, root, self.metrics, self.logger)
         await recorder.start()
         self._on_close(recorder.close)
         locks = TreeLocks()
+        journaled: JournaledIndex | None = None
+        if shared:
+            from quantum_file_sync.changelog_redis import RedisChangeLog
+
+            assert isinstance(changelog, RedisChangeLog)
+            journaled = JournaledIndex(changelog, index, recorder, locks, self.logger)
+            await journaled.load_at_start(
+                lambda: scan(root, self.hashes).entries(), from_state=settings.watch
+            )
         self.chunks = chunks = ChunkStore(root, self._learn_hash)
         await chunks.open()
         self._on_close(chunks.close)
@@ -147,8 +170,8 @@ class SyncEngine:
                     root, index, self.hashes, locks, recorder, changelog, self.logger
                 )
 
-            if settings.broker.type == "redis":
-                await self._watch_while_leased(new_watcher)
+            if journaled is not None:
+                await self._watch_while_leased(new_watcher, journaled.before_watching)
             else:
                 watcher = new_watcher()
                 if use_snapshot:
@@ -178,14 +201,16 @@ class SyncEngine:
     def _on_close(self, step: Cleanup) -> None:
         self._cleanups.append(step)
 
-    async def _watch_while_leased(self, new_watcher: Callable[[], DiskWatcher]) -> None:
+    async def _watch_while_leased(
+        self, new_watcher: Callable[[], DiskWatcher], prepare: Prepare
+    ) -> None:
         """Watch the disk only while this node holds the disk-watch lease: the others would
         only repeat its work, and follow the journal instead (see :class:`Recorder`)."""
         from quantum_file_sync.changelog_redis import RedisChangeLog
 
         changelog = self.changelog
         assert isinstance(changelog, RedisChangeLog)
-        switch = LeasedWatch(new_watcher, self.logger)
+        switch = LeasedWatch(new_watcher, self.logger, prepare)
         # Listen before asking: the lease may have been taken while the change log opened.
         unlisten = changelog.on_disk_watch_change(switch.set_owned)
         self._on_close(switch.close)
@@ -243,16 +268,99 @@ class SyncEngine:
         return WsManager(changelog, ws_settings, registry, self.logger, self.authenticate)
 
 
+class JournaledIndex:
+    """With the Redis broker, the index starts as the journaled state, and becomes it again
+    whenever this node gains the disk-watch lease (:mod:`.journaled_state`).
+
+    So the watcher's rescan compares the disk with what the journal has announced — not with
+    this node's own start-up scan — and journals exactly what changed while no node watched,
+    also while every node was stopped. A node that gains the lease after another one's rescan
+    loads a state that already holds those changes, so they are not announced twice."""
+
+    def __init__(
+        self,
+        changelog: RedisChangeLog,
+        index: Index,
+        recorder: Recorder,
+        locks: TreeLocks,
+        logger: Any,
+    ) -> None:
+        self._changelog = changelog
+        self._index = index
+        self._recorder = recorder
+        self._locks = locks
+        self._logger = logger
+        self._loaded_at_start = False
+
+    async def load_at_start(
+        self, scan_disk: Callable[[], list[tuple[str, Entry]]], *, from_state: bool
+    ) -> None:
+        """Fill the index from the journaled state (``from_state``) or, when there is none
+        yet, from ``scan_disk``; from now on every commit keeps the state."""
+        self._changelog.track_state(self._index.get)
+        if from_state:
+            self._loaded_at_start = await self._load_quietly()
+        if not self._loaded_at_start:
+            self._index.replace(await asyncio.to_thread(scan_disk))
+
+    async def before_watching(self, initial: bool) -> None:
+        """The lease was gained: make the index the journaled state (seed the state from the
+        index when it has none) before the watcher's rescan."""
+        if initial and self._loaded_at_start:
+            return  # loaded moments ago, before any request could change anything
+        try:
+            # Hold every path: an API change of this node between its index update and its
+            # commit would be undone by the load and then announced again by the rescan.
+            async with self._locks.hold(""):
+                loaded = await self._load()
+            if not loaded:
+                seeded = await self._changelog.journaled_state.seed(self._index.entries())
+                self._logger.info("journaled state seeded", files=len(self._index), done=seeded)
+        except (RedisError, OSError) as error:
+            self._logger.warning(
+                "journaled state unavailable; rescanning against this node's index",
+                error=str(error),
+            )
+
+    async def _load_quietly(self) -> bool:
+        try:
+            return await self._load()
+        except (RedisError, OSError) as error:
+            self._logger.warning("journaled state unavailable at start", error=str(error))
+            return False
+
+    async def _load(self) -> bool:
+        # The state is read in pages while other nodes may commit: what they commit meanwhile is
+        # folded in again once the state is in place (folding is idempotent).
+        meanwhile: list[ChangeEvent] = []
+        unlisten = self._changelog.listen(meanwhile.append)
+        try:
+            entries = await self._changelog.journaled_state.load()
+        finally:
+            unlisten()
+        if entries is None:
+            return False
+        self._index.replace(entries)
+        for event in meanwhile:
+            await self._recorder.follow(event.operation)
+        self._logger.info("index loaded from the journaled state", files=len(self._index))
+        return True
+
+
 class LeasedWatch:
     """Runs a fresh :class:`DiskWatcher` while the lease is held and stops it when lost.
 
-    Each start rescans the disk against the index: what changed while no node watched (the
-    previous holder died, Redis was down) is announced then. Lease changes arrive as plain
-    callbacks; one task applies them in order, so a watcher is never started twice."""
+    Each start rescans the disk against the index, which ``prepare`` first makes the
+    journaled state: what changed while no node watched (the previous holder died, Redis was
+    down, every node was stopped) is announced then. Lease changes arrive as plain callbacks;
+    one task applies them in order, so a watcher is never started twice."""
 
-    def __init__(self, new_watcher: Callable[[], DiskWatcher], logger: Any) -> None:
+    def __init__(
+        self, new_watcher: Callable[[], DiskWatcher], logger: Any, prepare: Prepare | None = None
+    ) -> None:
         self._new_watcher = new_watcher
         self._logger = logger
+        self._prepare = prepare
         self._owned = False
         self._changed = asyncio.Event()
         self._watcher: DiskWatcher | None = None
@@ -265,7 +373,7 @@ class LeasedWatch:
     async def start(self, *, owned: bool) -> None:
         """Apply ``owned`` now (a failure to watch is raised), then follow lease changes."""
         self._owned = owned
-        await self._apply()
+        await self._apply(initial=True)
         self._task = asyncio.get_running_loop().create_task(
             self._follow(), name="quantum-fs-leased-watch"
         )
@@ -293,8 +401,10 @@ class LeasedWatch:
                 await asyncio.sleep(RESTART_DELAY)
                 self._changed.set()
 
-    async def _apply(self) -> None:
+    async def _apply(self, *, initial: bool = False) -> None:
         if self._owned and self._watcher is None:
+            if self._prepare is not None:
+                await self._prepare(initial)
             watcher = self._new_watcher()
             try:
                 await watcher.start(rescan=True)

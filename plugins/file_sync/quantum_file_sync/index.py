@@ -12,7 +12,7 @@ import json
 import os
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,9 @@ class Entry:
         if stat.S_ISDIR(st.st_mode):
             return self.is_dir
         return not self.is_dir and self.key == StatKey.of(st)
+
+
+EntryLookup = Callable[[str], Entry | None]
 
 
 def syncable(st: os.stat_result) -> bool:
@@ -167,6 +170,18 @@ class Index:
 
     def paths(self) -> list[str]:
         return sorted(self._entries)
+
+    def entries(self) -> list[tuple[str, Entry]]:
+        return list(self._entries.items())
+
+    def replace(self, entries: Iterable[tuple[str, Entry]]) -> None:
+        """Hold exactly ``entries`` from now on (the journaled state loaded from the broker)."""
+        self._entries.clear()
+        self._children.clear()
+        for rel, entry in entries:
+            self._entries[rel] = entry
+            self._children.setdefault(parent(rel), set()).add(rel)
+        self.version += 1
 
     def save(self, path: Path) -> None:
         """Write a snapshot atomically (blocking), for :func:`load` at the next start."""

@@ -161,11 +161,11 @@ class Recorder:
         self.metrics.journal_seq.set(event.seq)
         if event.op_id in self._own or event.operation in self._in_flight:
             return
-        task = asyncio.get_running_loop().create_task(self._follow(event.operation))
+        task = asyncio.get_running_loop().create_task(self.follow(event.operation))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _follow(self, operation: Operation) -> None:
+    async def follow(self, operation: Operation) -> None:
         """Fold another node's change into the index, as far as the disk agrees with it."""
         if isinstance(operation, Delete):
             if await self._lstat(operation.path) is None:

@@ -79,6 +79,8 @@ class DiskWatcher:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         """Batches of OS events processed (each one is work: stat and maybe hash its paths)."""
+        self.journaled = 0
+        """Operations this watcher journaled."""
 
     async def start(self, *, rescan: bool = False) -> None:
         """Start watching; returns once the OS watch is in place. ``rescan`` first settles
@@ -157,7 +159,11 @@ class DiskWatcher:
         """Settle every path on disk and in the index (after a gap in watching)."""
         on_disk = await asyncio.to_thread(lambda: [rel for rel, _ in walk(self.root)])
         paths = {rel: {Change.added} for rel in [*on_disk, *self.index.paths()]}
+        before = self.journaled
         await self._reconcile(paths)
+        self.logger.info(
+            "disk rescan finished", paths=len(paths), journaled=self.journaled - before
+        )
 
     async def process(self, batch: Iterable[tuple[Change, str]]) -> None:
         paths: dict[str, set[Change]] = {}
@@ -326,6 +332,7 @@ class DiskWatcher:
     async def _publish(self, operation: Operation, publish: bool) -> None:
         if publish:
             await self.recorder.record(operation, None, "disk")
+            self.journaled += 1
 
 
 def _identity(key: StatKey, is_dir: bool) -> tuple[int, int, bool, int, int]:
