@@ -15,6 +15,7 @@ from quantum.metrics import WORKER_HEADER
 from quantum.worker_metrics import PUBLISH_INTERVAL, STALE_AFTER, WorkerMetrics
 from tests.core.test_observability import config as observability_config
 from tests.support.processes import QuantumProcess, free_port
+from tests.support.waiting import wait_until
 
 
 def requests_by_worker(text: str, handler: str) -> dict[str, float]:
@@ -46,7 +47,17 @@ def test_every_scrape_counts_the_requests_of_both_workers(
         time.sleep(0.05)
     for _ in range(40):
         assert fetch(f"{server.url}/hello")[0] == "hi"
-    time.sleep(PUBLISH_INTERVAL * 2)
+    # Each worker publishes its metrics for the other every PUBLISH_INTERVAL: wait until each
+    # of them has answered a scrape that shows all 40 (so the other one's file is current).
+    current: set[str] = set()
+
+    def both_published() -> bool:
+        text, headers = fetch(f"{server.url}/metrics")
+        if sum(requests_by_worker(text, "testkit_sleep").values()) == 40:
+            current.add(headers[WORKER_HEADER])
+        return current == {"0", "1"}
+
+    wait_until(both_published, 10 * PUBLISH_INTERVAL, "both workers' metrics published")
     for url in [f"{server.url}/metrics"] * 6 + [f"http://127.0.0.1:{admin}/metrics"]:
         text, headers = fetch(url)
         assert headers[WORKER_HEADER] in {"0", "1"}  # who answered; the body shows both
