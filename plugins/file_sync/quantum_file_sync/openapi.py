@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quantum_file_sync import bundle
+from quantum_file_sync import bundle, chunks
 from quantum_file_sync.paths import MAX_PATH_BYTES
 
 _REF = "#/components/schemas/"
@@ -182,6 +182,91 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
+def _block_paths(*, auth: bool) -> dict[str, Any]:
+    """Block transfers (docs/chunks.md): manifests, missing chunks, chunk records."""
+    records = {chunks.RECORDS_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}
+    hashes = {"application/json": {"schema": {"$ref": _REF + "ChunkList"}}}
+    return {
+        "/api/chunks/missing": {
+            "post": {
+                "summary": "Which of these chunks the server has nowhere",
+                "description": "`path` (optional): the upload's target, cut first if needed",
+                "requestBody": {"required": True, "content": hashes},
+                "responses": {
+                    "200": _json("MissingChunks", "the chunks to upload"),
+                    **_errors(400, 401, 403, 413, auth=auth),
+                },
+            }
+        },
+        "/api/chunks": {
+            "post": {
+                "summary": "Upload chunk records (`HASH SIZE\\n` + bytes, repeated)",
+                "requestBody": {"required": True, "content": records},
+                "responses": {
+                    "200": _json("StoredChunks", "every record was stored"),
+                    "422": _error("a record's bytes do not match its hash (`chunk_mismatch`)"),
+                    **_errors(400, 401, 403, auth=auth),
+                    "415": _error("not chunk records"),
+                },
+            }
+        },
+        "/api/chunks/get": {
+            "post": {
+                "summary": "Download chunk records (chunks the server lacks are left out)",
+                "requestBody": {"required": True, "content": hashes},
+                "responses": {
+                    "200": {"description": "the records, streamed", "content": records},
+                    **_errors(400, 401, 403, 413, auth=auth),
+                },
+            }
+        },
+    }
+
+
+_HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_BLOCK_SCHEMAS: dict[str, Any] = {
+    "Manifest": {
+        "type": "object",
+        "required": ["hash", "size", "chunks"],
+        "properties": {
+            "path": {"type": "string"},
+            "hash": _HASH,
+            "size": {"type": "integer", "minimum": 0},
+            "chunks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["hash", "size"],
+                    "properties": {
+                        "hash": _HASH,
+                        "offset": {"type": "integer", "minimum": 0},
+                        "size": {"type": "integer", "minimum": 1, "maximum": chunks.MAX_CHUNK},
+                    },
+                },
+            },
+        },
+    },
+    "ChunkList": {
+        "type": "object",
+        "required": ["chunks"],
+        "properties": {
+            "chunks": {"type": "array", "items": _HASH, "maxItems": 10000},
+            "path": {"type": "string", "description": "the upload's target (missing only)"},
+        },
+    },
+    "MissingChunks": {
+        "type": "object",
+        "required": ["missing"],
+        "properties": {"missing": {"type": "array", "items": _HASH}},
+    },
+    "StoredChunks": {
+        "type": "object",
+        "required": ["stored"],
+        "properties": {"stored": {"type": "array", "items": _HASH}},
+    },
+}
+
+
 def _header(name: str, description: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -203,24 +288,35 @@ def document(*, auth: bool, version: str = "0.1.0") -> dict[str, Any]:
         "description": "file path relative to root (percent-encode '/' or send it as is)",
         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_BYTES},
     }
-    content = {
-        "description": "the file's content",
-        "headers": {
-            "ETag": {"schema": {"type": "string"}, "description": '"<sha256>"'},
-        },
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    }
+    octets = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    etag = {"ETag": {"schema": {"type": "string"}, "description": '"<sha256>"'}}
+    content = {"description": "the file's content", "headers": etag, "content": octets}
     binary = {"type": "string", "format": "binary"}
     read_errors = _errors(400, 401, 403, 404, 409, auth=auth)
     get_file = {
-        "summary": "Download a file",
+        "summary": "Download a file, or its manifest (`?manifest=true` or `Accept: "
+        + chunks.MANIFEST_MEDIA_TYPE
+        + "`)",
         "parameters": [
+            {
+                "name": "manifest",
+                "in": "query",
+                "schema": {"type": "boolean", "default": False},
+                "description": "answer the file's manifest (chunk list) instead of its bytes",
+            },
+            _header("Accept", chunks.MANIFEST_MEDIA_TYPE + ": the manifest"),
             _header("Range", "one byte range, e.g. bytes=0-1023"),
             _header("If-None-Match", '"<sha256>": 304 when unchanged'),
             _header("If-Range", '"<sha256>": honour Range only for that version'),
         ],
         "responses": {
-            "200": content,
+            "200": {
+                **content,
+                "content": {
+                    **octets,
+                    chunks.MANIFEST_MEDIA_TYPE: {"schema": {"$ref": _REF + "Manifest"}},
+                },
+            },
             "206": {**content, "description": "the requested range"},
             "304": {"description": "not modified"},
             **read_errors,
@@ -283,13 +379,18 @@ def document(*, auth: bool, version: str = "0.1.0") -> dict[str, Any]:
                         "content": {
                             "application/octet-stream": {
                                 "schema": {"type": "string", "format": "binary"}
-                            }
+                            },
+                            chunks.MANIFEST_MEDIA_TYPE: {
+                                "schema": {"$ref": _REF + "Manifest"},
+                            },
                         },
                     },
                     "responses": {
                         "200": _json("Metadata", "replaced"),
                         "201": _json("Metadata", "created"),
                         **_errors(400, 401, 403, 409, 412, 413, auth=auth),
+                        "422": _error("a manifest whose chunks do not hash to its `hash`"),
+                        "507": _error("the server's disk is full (the old version is kept)"),
                     },
                 },
                 "delete": {
@@ -394,8 +495,9 @@ def document(*, auth: bool, version: str = "0.1.0") -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": _SCHEMAS},
+        "components": {"schemas": {**_SCHEMAS, **_BLOCK_SCHEMAS}},
     }
+    doc["paths"].update(_block_paths(auth=auth))
     if auth:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
