@@ -6,7 +6,13 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.file_sync.conftest import StartQuantum, changes, file_sync_config, http
+from tests.file_sync.conftest import (
+    StartQuantum,
+    changes,
+    file_sync_config,
+    http,
+    watcher_caught_up,
+)
 
 SIZE = 200 * 1024 * 1024
 CHUNK = b"\xab" * (1024 * 1024)
@@ -46,6 +52,9 @@ def test_kill_during_a_large_upload_leaves_no_trace(start_quantum: StartQuantum)
     assert after["recovered"] is True
     assert after["operations"] == []
     assert after["seq"] == journal["seq"]
+    # The restart's rescan runs after the port answers: once the watcher has caught up it
+    # still has found nothing to journal.
+    assert watcher_caught_up(server, journal["seq"]) == []
     listed = [f["path"] for f in http("GET", server.url + "/api/list").json()["files"]]
     assert "big/huge.bin" not in listed
     assert http("GET", server.url + "/api/files/before.txt").body == b"before"
