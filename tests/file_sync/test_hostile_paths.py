@@ -21,6 +21,7 @@ from tests.file_sync.conftest import (
     http,
     operations,
     raw_http,
+    watcher_caught_up,
 )
 from tests.support.waiting import wait_until
 
@@ -164,6 +165,7 @@ def test_hostile_paths_are_refused_and_touch_nothing(server: RunningQuantum) -> 
     assert journal.exists()
     assert os.path.islink(server.root / "escape")
     assert changes(server)["seq"] == before_seq  # nothing was journaled
+    assert watcher_caught_up(server, before_seq) == []  # nor found on disk afterwards
     assert http("GET", server.url + "/api/files/ok.txt").body == b"harmless"
 
 

@@ -55,9 +55,12 @@ def assemble(manifest: Manifest, sources: Mapping[str, Source], fd: int) -> Asse
             source = sources[ref.hash]
             src = opened.get(source.path)
             if src is None:
-                src = opened[source.path] = open_for_reading(
-                    source.path, flags=os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-                )
+                try:
+                    src = opened[source.path] = open_for_reading(
+                        source.path, flags=os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                    )
+                except FileNotFoundError:  # a blob dropped by a concurrent commit
+                    raise SourcesChanged([ref.hash]) from None
             if not _copy(src, source.offset, fd, position, ref.size):
                 raise SourcesChanged([ref.hash])
             position += ref.size

@@ -8,7 +8,10 @@ file — uploaded and not committed yet — are *blobs*, one file each under
 ``ROOT/.quantum/chunks/``, written with temp + fsync + rename and named by their hash.
 
 The index is SQLite (WAL) on one dedicated thread, like the journal. It is a cache of what the
-files on disk and the blobs hold: losing it costs re-cutting files, never data. Every file is
+files on disk and the blobs hold: losing it costs re-cutting files, never data. Nodes that share
+a root (Redis broker) each keep their own index, named after their host (SQLite is safe for
+several processes of one host, not across hosts on a network filesystem); blobs are files, so a
+chunk one node stored is found by every node. Every file is
 cut once per version, in the background after it changes, or on demand (a manifest request,
 or an upload naming its target path).
 """
@@ -90,9 +93,12 @@ OnCut = Callable[[str, os.stat_result, Manifest], None]
 
 
 class ChunkStore:
-    def __init__(self, root: SafeRoot, on_cut: OnCut | None = None) -> None:
+    def __init__(
+        self, root: SafeRoot, on_cut: OnCut | None = None, *, db_name: str = DB_NAME
+    ) -> None:
         self.root = root
         self._on_cut = on_cut
+        self._db_name = db_name
         self.base = root.path.joinpath(*STORE_DIR)
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
@@ -127,13 +133,13 @@ class ChunkStore:
         for leftover in (self.base / "tmp").iterdir():  # blobs cut short by a crash
             with contextlib.suppress(OSError):
                 leftover.unlink()
-        path = self.base / DB_NAME
+        path = self.base / self._db_name
         try:
             self._db = self._connect(path)
         except sqlite3.DatabaseError:
             # Only a cache of what is on disk: start again rather than refuse to serve.
             with contextlib.suppress(OSError):
-                path.rename(path.with_name(f"{DB_NAME}.corrupt-{int(time.time())}"))
+                path.rename(path.with_name(f"{path.name}.corrupt-{int(time.time())}"))
             self._db = self._connect(path)
 
     @staticmethod
@@ -323,10 +329,12 @@ class ChunkStore:
         valid: dict[str, bool] = {}
         for digest in hashes:
             raw = bytes.fromhex(digest)
-            blob = self.db.execute("SELECT size FROM blobs WHERE hash = ?", (raw,)).fetchone()
-            if blob is not None and os.path.exists(self.blob_path(digest)):
-                found[digest] = Source(digest, str(self.blob_path(digest)), 0, blob[0], None)
+            blob = self.blob_path(digest)
+            try:  # blobs are files: one another node stored counts too
+                found[digest] = Source(digest, str(blob), 0, blob.stat().st_size, None)
                 continue
+            except FileNotFoundError:
+                pass
             rows = self.db.execute(
                 "SELECT path, offset, size FROM locations WHERE hash = ?", (raw,)
             ).fetchall()
@@ -389,7 +397,6 @@ class ChunkStore:
         rows = self.db.execute("SELECT hash FROM blobs WHERE stored < ?", (older_than,)).fetchall()
         self._drop_blobs([raw.hex() for (raw,) in rows])
         return len(rows)
-
 
 
 def read_source(source: Source) -> bytes | None:

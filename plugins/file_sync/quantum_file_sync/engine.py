@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from redis.exceptions import RedisError
 
 from quantum_file_sync.changelog import ChangeLog
 from quantum_file_sync.chunks import Manifest
-from quantum_file_sync.chunkstore import ChunkStore
+from quantum_file_sync.chunkstore import DB_NAME, ChunkStore
 from quantum_file_sync.index import Entry, Index, scan, warm_hashes
 from quantum_file_sync.metadata import HashCache, StatKey
 from quantum_file_sync.operations import ChangeEvent
@@ -148,7 +149,10 @@ class SyncEngine:
             await journaled.load_at_start(
                 lambda: scan(root, self.hashes).entries(), from_state=settings.watch
             )
-        self.chunks = chunks = ChunkStore(root, self._learn_hash)
+        db_name = (
+            f"index-{socket.gethostname()}.sqlite3" if settings.broker.type == "redis" else DB_NAME
+        )
+        self.chunks = chunks = ChunkStore(root, self._learn_hash, db_name=db_name)
         await chunks.open()
         self._on_close(chunks.close)
         unfollow = changelog.listen(lambda event: chunks.follow(event.operation))
