@@ -56,7 +56,8 @@ export function encodePath(path) {
   return path.split("/").map(encodeURIComponent).join("/");
 }
 
-function errorFrom(status, bodyText, statusText) {
+/** The error a failed response stands for (401 → AuthRequired, else ApiError with its code). */
+export function errorFrom(status, bodyText, statusText) {
   if (status === 401) return new AuthRequired();
   let code = `http_${status}`;
   let message = statusText || `HTTP ${status}`;
@@ -82,7 +83,7 @@ export class Api {
     return headers;
   }
 
-  async request(method, url, { body, headers } = {}) {
+  async request(method, url, { body, headers, signal } = {}) {
     let response;
     try {
       response = await fetch(url, {
@@ -91,8 +92,10 @@ export class Api {
         headers: this.headers(headers),
         cache: "no-store",
         credentials: "same-origin",
+        signal,
       });
     } catch (error) {
+      if (signal?.aborted) throw new ApiError(0, "aborted", "Cancelled");
       throw new ApiError(0, "network", `Cannot reach the server (${error.message})`);
     }
     if (!response.ok) throw errorFrom(response.status, await response.text(), response.statusText);

@@ -7,6 +7,7 @@ import { askText, askToken, confirmAction } from "./dialogs.js";
 import { installDropZone } from "./dropzone.js";
 import { formatModified, formatSize } from "./format.js";
 import { LiveConnection } from "./live.js";
+import { ResumableUploads } from "./resumable.js";
 import { Transfers } from "./transfers.js";
 import { FileTree, baseName, parentOf } from "./tree.js";
 
@@ -646,18 +647,29 @@ async function deleteSelected() {
 
 // ---- uploads -----------------------------------------------------------------------------
 
+const resumable = new ResumableUploads(api);
+let resuming = null; // the paused upload whose file the resume picker is asking for
+
 const transfers = new Transfers({
   api,
   list: $("transfers"),
   section: $("transfers-section"),
   withAuth,
+  resumable,
+  onResume: (record) => {
+    // A page cannot re-read a file by itself after a reload: the user picks it again.
+    resuming = record;
+    $("resume-input").click();
+  },
 });
 
 /** Queue uploads of `items` ({relativePath, file}) into `folder`, creating `emptyFolders`. */
 async function upload(items, folder, emptyFolders = []) {
-  const replacing = items.filter(({ relativePath }) => {
-    const existing = tree.get(joinPath(folder, relativePath));
-    return existing && !existing.is_directory;
+  const replacing = items.filter(({ relativePath, file }) => {
+    const path = joinPath(folder, relativePath);
+    const existing = tree.get(path);
+    // An unfinished upload of this very file continues: replacing was agreed when it started.
+    return existing && !existing.is_directory && !resumable.find(path, file);
   });
   let accepted = items;
   if (replacing.length) {
@@ -692,6 +704,22 @@ $("file-input").addEventListener("change", (event) => {
   const items = Array.from(input.files, (file) => ({ relativePath: file.name, file }));
   input.value = "";
   if (items.length) upload(items, targetFolder()).catch(reportError);
+});
+$("resume-input").addEventListener("change", (event) => {
+  const input = event.target;
+  const file = input.files[0];
+  const record = resuming;
+  input.value = "";
+  resuming = null;
+  if (!file || !record) return;
+  if (!resumable.matches(record, file)) {
+    showAlert(
+      `That is not the file of this upload: choose “${record.name}” (${formatSize(record.size)}, ` +
+        `last modified ${new Date(record.lastModified).toLocaleString()}).`,
+    );
+    return;
+  }
+  transfers.add({ path: record.path, file, precondition: record.precondition ?? {} });
 });
 $("new-folder-button").addEventListener("click", () => newFolder().catch(reportError));
 $("download-button").addEventListener("click", () => view.selected && download(view.selected));
@@ -755,6 +783,7 @@ async function start() {
   }
   render();
   live.start();
+  transfers.restorePending(); // after the listing, so a needed token is already known
 }
 
 restoreExpanded();

@@ -1,7 +1,9 @@
 // Upload queue and the Transfers panel: a few uploads at a time, each with a progress bar,
-// cancel, and retry (or "replace anyway" after a failed precondition).
+// cancel, and retry (or "replace anyway" after a failed precondition). Big files go through
+// resumable.js; the unfinished ones of an earlier visit are listed as paused, with "Resume…".
 
 import { formatSize } from "./format.js";
+import { RESUMABLE_THRESHOLD, uploadKey } from "./resumable.js";
 
 const PARALLEL = 3;
 const DONE_LINGER_MS = 4000;
@@ -19,6 +21,7 @@ function describe(error, precondition) {
 export class Transfers {
   #queue = [];
   #active = new Set();
+  #paused = new Map(); // upload key → row of an unfinished upload from an earlier visit
   #nextId = 1;
 
   /**
@@ -27,12 +30,17 @@ export class Transfers {
    * @param {HTMLElement} options.list     the <ul> of transfers
    * @param {HTMLElement} options.section  its panel (hidden when empty)
    * @param {(action: () => Promise<any>) => Promise<any>} options.withAuth
+   * @param {import("./resumable.js").ResumableUploads} [options.resumable]
+   * @param {(record: object) => void} [options.onResume] "Resume…" of a paused upload: the
+   *        page must ask for the file again (it cannot re-read it by itself)
    */
-  constructor({ api, list, section, withAuth }) {
+  constructor({ api, list, section, withAuth, resumable = null, onResume = () => {} }) {
     this.api = api;
     this.list = list;
     this.section = section;
     this.withAuth = withAuth;
+    this.resumable = resumable;
+    this.onResume = onResume;
     addEventListener("beforeunload", (event) => {
       if (this.busy) event.preventDefault();
     });
@@ -43,6 +51,13 @@ export class Transfers {
   }
 
   add({ path, file, precondition = {} }) {
+    const stored = this.#resumable(file) ? this.resumable.find(path, file) : null;
+    if (stored) {
+      // The same file again: continue its upload, with the protection it was started with.
+      precondition = stored.precondition ?? precondition;
+      const paused = this.#paused.get(stored.key);
+      if (paused) this.#dropPaused(paused);
+    }
     const transfer = { id: this.#nextId++, path, file, precondition, loaded: 0, total: file.size };
     transfer.element = this.#createRow(transfer);
     this.list.append(transfer.element);
@@ -50,6 +65,58 @@ export class Transfers {
     this.#queue.push(transfer);
     this.#setState(transfer, "queued");
     this.#pump();
+  }
+
+  /** Show the unfinished uploads of earlier visits, then ask the server how far each got. */
+  restorePending() {
+    if (!this.resumable) return;
+    for (const record of this.resumable.pending()) {
+      if (this.#paused.has(record.key) || this.#owns(record.key)) continue;
+      const transfer = {
+        id: this.#nextId++,
+        path: record.path,
+        record,
+        loaded: record.offset,
+        total: record.size,
+      };
+      transfer.element = this.#createRow(transfer);
+      this.list.append(transfer.element);
+      this.section.hidden = false;
+      this.#paused.set(record.key, transfer);
+      this.#setState(transfer, "paused");
+      this.resumable
+        .refresh(record)
+        .then((updated) => {
+          if (this.#paused.get(record.key) !== transfer) return;
+          if (!updated) {
+            this.#dropPaused(transfer); // finished, cancelled elsewhere or expired
+            return;
+          }
+          transfer.record = updated;
+          transfer.loaded = updated.offset;
+          this.#setState(transfer, "paused");
+        })
+        .catch(() => {
+          // Server unreachable or a token needed: keep showing what this browser remembers.
+        });
+    }
+  }
+
+  /** Whether a queued or running upload of this page is the one stored under `key`. */
+  #owns(key) {
+    return [...this.#active, ...this.#queue].some(
+      (transfer) => transfer.file && uploadKey(transfer.path, transfer.file) === key,
+    );
+  }
+
+  #resumable(file) {
+    return Boolean(this.resumable) && !this.resumableUnavailable && file.size >= RESUMABLE_THRESHOLD;
+  }
+
+  #dropPaused(transfer) {
+    this.#paused.delete(transfer.record.key);
+    transfer.element.remove();
+    this.section.hidden = this.list.children.length === 0;
   }
 
   #pump() {
@@ -61,16 +128,29 @@ export class Transfers {
     this.#setState(transfer, "active");
     try {
       await this.withAuth(() => {
-        const { promise, abort } = this.api.upload(transfer.path, transfer.file, {
+        const options = {
           precondition: transfer.precondition,
           onProgress: (loaded, total) => {
             transfer.loaded = loaded;
             transfer.total = total;
+            this.#retrying(transfer, null);
             this.#showProgress(transfer);
           },
-        });
+          onRetry: (delay) => this.#retrying(transfer, delay),
+        };
+        const put = () => {
+          const { promise, abort } = this.api.upload(transfer.path, transfer.file, options);
+          transfer.abort = abort;
+          return promise;
+        };
+        if (!this.#resumable(transfer.file)) return put();
+        const { promise, abort } = this.resumable.upload(transfer.path, transfer.file, options);
         transfer.abort = abort;
-        return promise;
+        return promise.catch((error) => {
+          if (error.code !== "resumable_unavailable") throw error;
+          this.resumableUnavailable = true; // this server has no /api/uploads: PUT from now on
+          return put();
+        });
       });
       transfer.loaded = transfer.total;
       this.#setState(transfer, "done");
@@ -81,6 +161,7 @@ export class Transfers {
       else this.#setState(transfer, "error", describe(error, transfer.precondition));
     } finally {
       transfer.abort = null;
+      this.#retrying(transfer, null);
       this.#active.delete(transfer);
       this.#pump();
     }
@@ -95,13 +176,38 @@ export class Transfers {
   }
 
   #cancel(transfer) {
+    if (transfer.record) {
+      // A paused upload of an earlier visit: delete it on the server and forget it.
+      this.#dropPaused(transfer);
+      this.resumable.discard(transfer.record).catch(() => {});
+      return;
+    }
     const queued = this.#queue.indexOf(transfer);
-    if (queued !== -1) {
-      this.#queue.splice(queued, 1);
+    if (queued !== -1 || !this.#active.has(transfer)) {
+      if (queued !== -1) this.#queue.splice(queued, 1);
+      const stored = this.#storedFor(transfer);
+      if (stored) this.resumable.discard(stored).catch(() => {});
       this.#remove(transfer);
     } else {
-      transfer.abort?.();
+      transfer.abort?.({ discard: true });
     }
+  }
+
+  /** Show "Connection lost — retrying in N s" (counting down) until progress resumes. */
+  #retrying(transfer, delay) {
+    clearInterval(transfer.retryTimer);
+    transfer.retryTimer = null;
+    transfer.retryAt = delay === null ? null : Date.now() + delay;
+    if (delay === null) return;
+    this.#showProgress(transfer);
+    transfer.retryTimer = setInterval(() => this.#showProgress(transfer), 1000);
+  }
+
+  /** The remembered resumable upload of this transfer's file, if any. */
+  #storedFor(transfer) {
+    return transfer.file && this.#resumable(transfer.file)
+      ? this.resumable.find(transfer.path, transfer.file)
+      : null;
   }
 
   #remove(transfer) {
@@ -120,7 +226,7 @@ export class Transfers {
     title.title = name;
     const bar = document.createElement("progress");
     bar.max = Math.max(transfer.total, 1);
-    bar.value = 0;
+    bar.value = transfer.loaded;
     bar.setAttribute("aria-label", `Upload of ${name}`);
     const footer = document.createElement("div");
     footer.className = "transfer-footer";
@@ -149,7 +255,14 @@ export class Transfers {
     bar.max = Math.max(total, 1);
     bar.value = Math.min(loaded, total);
     const percent = total ? Math.floor((loaded / total) * 100) : 100;
-    status.textContent = `${formatSize(loaded)} of ${formatSize(total)} · ${percent}%`;
+    const done = `${formatSize(loaded)} of ${formatSize(total)} · ${percent}%`;
+    if (transfer.retryAt) {
+      const seconds = Math.ceil((transfer.retryAt - Date.now()) / 1000);
+      const when = seconds > 0 ? `retrying in ${seconds} s` : "retrying…";
+      status.textContent = `Connection lost — ${when} · ${done}`;
+    } else {
+      status.textContent = done;
+    }
   }
 
   #setState(transfer, state, message = "") {
@@ -176,7 +289,28 @@ export class Transfers {
       const again = force ? "Replace anyway" : "Retry";
       transfer.buttons.append(
         this.#button(again, `${again}: ${name}`, () => this.#retry(transfer, { force })),
-        this.#button("Dismiss", `Dismiss ${name}`, () => this.#remove(transfer)),
+      );
+      if (this.#storedFor(transfer)) {
+        // Still resumable on the server: leaving it is "Cancel", which deletes it there too.
+        transfer.buttons.append(
+          this.#button("Cancel", `Cancel upload of ${name}`, () => this.#cancel(transfer)),
+        );
+      } else {
+        transfer.buttons.append(
+          this.#button("Dismiss", `Dismiss ${name}`, () => this.#remove(transfer)),
+        );
+      }
+    } else if (state === "paused") {
+      const { loaded, total } = transfer;
+      transfer.bar.max = Math.max(total, 1);
+      transfer.bar.value = Math.min(loaded, total);
+      const percent = total ? Math.floor((loaded / total) * 100) : 0;
+      transfer.status.textContent =
+        `Paused at ${formatSize(loaded)} of ${formatSize(total)} · ${percent}% — ` +
+        `choose ${transfer.record.name} again to resume`;
+      transfer.buttons.append(
+        this.#button("Resume…", `Resume upload of ${name}`, () => this.onResume(transfer.record)),
+        this.#button("Cancel", `Cancel upload of ${name}`, () => this.#cancel(transfer)),
       );
     }
   }

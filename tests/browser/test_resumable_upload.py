@@ -1,0 +1,335 @@
+"""Resumable uploads from the page (static/resumable.js, tus 1.0 on ``/api/uploads``): a big file
+survives a reload of the page (picked again, it continues where it stopped) and a network drop
+(retried by itself); cancel deletes the upload on the server.
+
+The files are 64 MiB (the page switches to resumable uploads at 8 MiB and sends 8 MiB parts),
+throttled with CDP so that the reload and the drop happen mid-upload; the tests wait for the
+server's ``Upload-Offset`` (HEAD, from here) instead of sleeping."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import CDPSession, Request, Route, expect
+
+from tests.browser.conftest import BrowserPage, SyncServer, wait_for
+
+pytestmark = pytest.mark.browser
+
+MiB = 1024 * 1024
+BIG = 64 * MiB
+THRESHOLD = 8 * MiB  # RESUMABLE_THRESHOLD in resumable.js
+STORE_KEY = "quantum.uploads"
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def make_file(path: Path, size: int) -> str:
+    """Random content on disk (a real file: picked twice, it keeps its lastModified);
+    returns its SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        left = size
+        while left:
+            block = os.urandom(min(left, 4 * MiB))
+            digest.update(block)
+            out.write(block)
+            left -= len(block)
+    return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while block := source.read(4 * MiB):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def upload_offset(server: SyncServer, url: str) -> int | None:
+    """The server's ``Upload-Offset`` of the upload at ``url`` (tus HEAD); None when it has
+    none (404/410: cancelled, finished or never created)."""
+    request = urllib.request.Request(url, method="HEAD")
+    request.add_header("Tus-Resumable", "1.0.0")
+    if server.tokens:
+        request.add_header("Authorization", f"Bearer {server.tokens[0]}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.headers["Upload-Offset"])
+    except urllib.error.HTTPError as error:
+        with error:
+            if error.code in (404, 410):
+                return None
+            raise
+
+
+def bytes_uploaded_metric(server: SyncServer) -> float:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    total = 0.0
+    sample = re.compile(r"^quantum_file_bytes_uploaded_total(?:\{[^}]*\})? (\S+)$", re.M)
+    for match in sample.finditer(text):
+        total += float(match.group(1))
+    return total
+
+
+def stored_uploads(page: BrowserPage) -> dict[str, Any]:
+    """What the page remembers in localStorage: upload key → {url, offset, path, …}."""
+    stored: dict[str, Any] = page.page.evaluate(
+        "key => JSON.parse(localStorage.getItem(key) ?? '{}')", STORE_KEY
+    )
+    return stored
+
+
+def stored_upload_of(page: BrowserPage, path: str) -> dict[str, Any]:
+    """Wait until the page has created the upload of ``path`` and remembered it."""
+    found: list[dict[str, Any]] = []
+
+    def created() -> bool:
+        found[:] = [record for record in stored_uploads(page).values() if record["path"] == path]
+        return bool(found)
+
+    wait_for(created, 15, f"the upload of {path} in localStorage", page=page.page)
+    return found[0]
+
+
+def throttle(page: BrowserPage, upload_bytes_per_second: int) -> CDPSession:
+    cdp = page.context.new_cdp_session(page.page)
+    cdp.send("Network.enable")
+    set_network(cdp, upload=upload_bytes_per_second)
+    return cdp
+
+
+def set_network(cdp: CDPSession, *, upload: int = -1, offline: bool = False) -> None:
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": upload},
+    )
+
+
+class UploadRequests:
+    """The page's requests to ``/api/uploads``: creations and each PATCH's ``Upload-Offset``."""
+
+    def __init__(self, page: BrowserPage) -> None:
+        self.creations: list[str] = []
+        self.patch_offsets: list[int] = []
+        self.deletes: list[str] = []
+        page.page.on("request", self.record)
+
+    def record(self, request: Request) -> None:
+        if "/api/uploads" not in request.url:
+            return
+        if request.method == "POST":
+            self.creations.append(request.url)
+        elif request.method == "PATCH":
+            self.patch_offsets.append(int(request.headers["upload-offset"]))
+        elif request.method == "DELETE":
+            self.deletes.append(request.url)
+
+
+def transfer_row(page: BrowserPage, name: str) -> Any:
+    return page.page.locator(".transfer").filter(has_text=name)
+
+
+def pick(page: BrowserPage, source: Path) -> None:
+    page.page.set_input_files("#file-input", str(source))
+
+
+def landed(server: SyncServer, name: str, digest: str) -> Callable[[], bool]:
+    target = server.root / name
+    # The server renames the finished file into place: once it exists, it is complete.
+    return lambda: target.exists() and sha256_of(target) == digest
+
+
+@pytest.fixture
+def server(start_server: Callable[..., SyncServer]) -> SyncServer:
+    started = start_server()
+    request = urllib.request.Request(f"{started.url}/api/uploads", method="OPTIONS")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            tus_version = response.headers.get("Tus-Version")
+    except urllib.error.HTTPError as error:
+        with error:
+            tus_version = error.headers.get("Tus-Version")
+    if not tus_version:
+        pytest.skip("this server has no resumable uploads (OPTIONS /api/uploads: no Tus-Version)")
+    return started
+
+
+@pytest.fixture
+def big_file(tmp_path: Path) -> tuple[Path, str]:
+    source = tmp_path / "upload-source" / "movie.bin"
+    source.parent.mkdir()
+    return source, make_file(source, BIG)
+
+
+# ---- tests -----------------------------------------------------------------------------------
+
+
+def test_a_reload_mid_upload_resumes_when_the_file_is_picked_again(
+    server: SyncServer, open_page: Callable[..., BrowserPage], big_file: tuple[Path, str]
+) -> None:
+    source, digest = big_file
+    page = open_page(server)
+    page.wait_live()
+    page.page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" while uploading
+    cdp = throttle(page, 8 * MiB)
+    pick(page, source)
+    record = stored_upload_of(page, "movie.bin")
+    assert record["size"] == BIG
+    wait_for(
+        lambda: (upload_offset(server, record["url"]) or 0) > 0,
+        30,
+        "a first part on the server",
+        page=page.page,
+    )
+
+    page.page.reload()
+    page.wait_live()
+    at_reload = upload_offset(server, record["url"])
+    assert at_reload is not None and 0 < at_reload < BIG
+    assert not (server.root / "movie.bin").exists(), "nothing at the target before the end"
+    row = transfer_row(page, "movie.bin")
+    expect(row).to_have_attribute("data-state", "paused")
+    expect(row.locator(".transfer-status")).to_contain_text("Paused at")
+    expect(row.locator(".transfer-status")).to_contain_text("choose movie.bin again to resume")
+    page.screenshot("resumable-paused")
+
+    set_network(cdp)  # full speed for the rest
+    requests = UploadRequests(page)
+    metric_before = bytes_uploaded_metric(server)
+    with page.page.expect_file_chooser() as chooser:
+        row.get_by_role("button", name="Resume upload of movie.bin").click()
+    chooser.value.set_files(str(source))
+    wait_for(landed(server, "movie.bin", digest), 60, "movie.bin on disk", page=page.page)
+
+    assert requests.creations == [], "the upload continued, no new one was created"
+    assert requests.patch_offsets, "the rest was sent with PATCH"
+    resumed_at = requests.patch_offsets[0]
+    assert resumed_at >= at_reload > 0
+    sent_again = BIG - resumed_at
+    assert sent_again < BIG
+    metric_delta = bytes_uploaded_metric(server) - metric_before
+    if metric_delta:  # the server counts resumable bytes: only the rest was received
+        assert metric_delta <= sent_again
+    assert stored_uploads(page) == {}, "a finished upload is forgotten"
+    expect(row.locator(".transfer-status")).to_contain_text("Uploaded")
+    expect(page.row("movie.bin")).to_be_visible()
+
+
+def test_a_network_drop_mid_upload_is_retried_and_completes(
+    server: SyncServer, open_page: Callable[..., BrowserPage], big_file: tuple[Path, str]
+) -> None:
+    source, digest = big_file
+    page = open_page(server)
+    page.wait_live()
+    requests = UploadRequests(page)
+    cdp = throttle(page, 8 * MiB)
+    pick(page, source)
+    record = stored_upload_of(page, "movie.bin")
+    wait_for(
+        lambda: (upload_offset(server, record["url"]) or 0) > 0,
+        30,
+        "a first part on the server",
+        page=page.page,
+    )
+
+    set_network(cdp, offline=True)
+    row = transfer_row(page, "movie.bin")
+    expect(row.locator(".transfer-status")).to_contain_text("Connection lost", timeout=15_000)
+    page.screenshot("resumable-retrying")
+    before_drop = len(requests.patch_offsets)
+    assert not (server.root / "movie.bin").exists()
+
+    set_network(cdp)
+    wait_for(landed(server, "movie.bin", digest), 60, "movie.bin on disk", page=page.page)
+    assert len(requests.creations) == 1, "the same upload continued"
+    after = requests.patch_offsets[before_drop:]
+    assert after and min(after) > 0, "it went on from the server's offset, not from 0"
+    expect(row.locator(".transfer-status")).to_contain_text("Uploaded")
+    assert stored_uploads(page) == {}
+
+
+def test_cancel_deletes_the_upload_on_the_server(
+    server: SyncServer, open_page: Callable[..., BrowserPage], big_file: tuple[Path, str]
+) -> None:
+    source, _ = big_file
+    page = open_page(server)
+    page.wait_live()
+    throttle(page, 8 * MiB)
+    pick(page, source)
+    record = stored_upload_of(page, "movie.bin")
+    wait_for(
+        lambda: (upload_offset(server, record["url"]) or 0) > 0,
+        30,
+        "a first part on the server",
+        page=page.page,
+    )
+
+    transfer_row(page, "movie.bin").get_by_role("button", name="Cancel upload of movie.bin").click()
+    expect(transfer_row(page, "movie.bin")).to_have_count(0)
+    wait_for(lambda: upload_offset(server, record["url"]) is None, 10, "the upload deleted")
+    assert stored_uploads(page) == {}
+    assert not (server.root / "movie.bin").exists()
+
+
+def test_cancel_of_a_paused_upload_after_a_reload_deletes_it(
+    server: SyncServer, open_page: Callable[..., BrowserPage], big_file: tuple[Path, str]
+) -> None:
+    source, _ = big_file
+    page = open_page(server)
+    page.wait_live()
+    page.page.on("dialog", lambda dialog: dialog.accept())
+    throttle(page, 8 * MiB)
+    pick(page, source)
+    record = stored_upload_of(page, "movie.bin")
+    wait_for(
+        lambda: (upload_offset(server, record["url"]) or 0) > 0,
+        30,
+        "a first part on the server",
+        page=page.page,
+    )
+    page.page.reload()
+    page.wait_live()
+
+    row = transfer_row(page, "movie.bin")
+    expect(row).to_have_attribute("data-state", "paused")
+    requests = UploadRequests(page)
+    row.get_by_role("button", name="Cancel upload of movie.bin").click()
+    expect(row).to_have_count(0)
+    wait_for(lambda: upload_offset(server, record["url"]) is None, 10, "the upload deleted")
+    assert requests.deletes == [record["url"]]
+    assert stored_uploads(page) == {}
+    page.page.reload()
+    page.wait_live()
+    expect(page.page.locator("#transfers-section")).to_be_hidden()
+
+
+def test_a_server_without_resumable_uploads_gets_one_put(
+    start_server: Callable[..., SyncServer], open_page: Callable[..., BrowserPage], tmp_path: Path
+) -> None:
+    server = start_server()
+    source = tmp_path / "nine.bin"
+    digest = make_file(source, THRESHOLD + MiB)
+    page = open_page(server)
+    page.wait_live()
+    methods: list[str] = []
+
+    def no_uploads_route(route: Route) -> None:
+        methods.append(route.request.method)
+        route.fulfill(status=404, content_type="application/json", body='{"error":"Not found"}')
+
+    page.page.route(re.compile(r".*/api/uploads(\?.*)?$"), no_uploads_route)
+    pick(page, source)
+    wait_for(landed(server, "nine.bin", digest), 30, "nine.bin on disk", page=page.page)
+    assert methods == ["POST"]
+    assert stored_uploads(page) == {}
