@@ -221,7 +221,7 @@ async def test_commits_keep_the_journaled_state_as_the_index_has_it(
 ) -> None:
     index = Index()
     async with node(redis_url, prefix) as log:
-        log.track_state(index.get)
+        log.track_state(index.get, root_dev=0)
         state = log.journaled_state
         assert await state.load() is None  # never seeded
         index.put("keep.txt", entry(1))
@@ -262,7 +262,7 @@ async def test_a_seed_does_not_overwrite_what_was_committed_meanwhile(
 ) -> None:
     index = Index()
     async with node(redis_url, prefix) as log:
-        log.track_state(index.get)
+        log.track_state(index.get, root_dev=0)
         state = log.journaled_state
         stale = [("dir", entry(1, is_dir=True)), ("dir/old.txt", entry(2)), ("f.txt", entry(3))]
         # The seed's steps, with commits of another node in between (as a slow seed would see).
@@ -277,3 +277,25 @@ async def test_a_seed_does_not_overwrite_what_was_committed_meanwhile(
         assert await state.load() == [("f.txt", entry(4))]
         # A seed that another one replaced writes nothing.
         assert await state._seed_chunk(keys=state.keys, args=args) == 0
+
+
+async def test_the_state_names_roots_filesystem_the_same_way_on_every_machine(
+    redis_url: str, prefix: str
+) -> None:
+    """Machines mounting one shared folder give it different device numbers."""
+    index = Index()
+    async with node(redis_url, prefix) as a, node(redis_url, prefix) as b:
+        a.track_state(index.get, root_dev=111)
+        b.track_state(Index().get, root_dev=222)
+        assert await a.journaled_state.seed([])
+        on_root = Entry(False, StatKey(111, 5, 3, 1000), "ab" * 32)
+        elsewhere = Entry(False, StatKey(333, 6, 3, 1000), "ab" * 32)
+        for rel, known in [("root.txt", on_root), ("mounted/other.txt", elsewhere)]:
+            index.put(rel, known)
+            await a.commit(Create(metadata(rel, known)), None)
+        loaded = await b.journaled_state.load()
+        assert loaded is not None
+        assert dict(loaded) == {
+            "root.txt": Entry(False, StatKey(222, 5, 3, 1000), "ab" * 32),
+            "mounted/other.txt": elsewhere,
+        }

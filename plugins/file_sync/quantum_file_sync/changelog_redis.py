@@ -52,7 +52,7 @@ from quantum_file_sync.changelog import (
     Listener,
 )
 from quantum_file_sync.index import EntryLookup
-from quantum_file_sync.journaled_state import STATE_FUNCTIONS, JournaledState, state_change
+from quantum_file_sync.journaled_state import STATE_FUNCTIONS, JournaledState
 from quantum_file_sync.lease import (
     DiskWatchLease,
     cancel_and_wait,
@@ -64,7 +64,7 @@ StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
 # KEYS: epoch, seq, stream, then the journaled state's state, tree, seed, dirty.
 # ARGV: candidate epoch, frame head, frame tail, maxlen, channel, then the state change's
-# change, path, from, entry (journaled_state.state_change).
+# change, path, from, entry (JournaledState.change_args).
 # The frame is assembled here because only the script knows seq and epoch; its layout is the one
 # of ChangeEvent.to_message (type, operation, source_client, seq, epoch, op_id).
 _COMMIT = (
@@ -300,7 +300,7 @@ class RedisChangeLog(ChangeLog):
                     tail,
                     self._stream_maxlen,
                     self._channel,
-                    *state_change(operation, self._state_lookup),
+                    *self.journaled_state.change_args(operation, self._state_lookup),
                 ],
                 client=redis,
             )
@@ -376,9 +376,11 @@ class RedisChangeLog(ChangeLog):
             raise RuntimeError("RedisChangeLog is not open")
         return self._state
 
-    def track_state(self, lookup: EntryLookup) -> None:
+    def track_state(self, lookup: EntryLookup, *, root_dev: int) -> None:
         """Keep the journaled state with every commit: ``lookup(path)`` is the committing
-        node's index entry for the path, already updated when ``commit`` is called."""
+        node's index entry for the path, already updated when ``commit`` is called;
+        ``root_dev`` is the device number of root on this node."""
+        self.journaled_state.root_dev = root_dev
         self._state_lookup = lookup
 
     def on_epoch_change(self, listener: EpochListener) -> Callable[[], None]:

@@ -145,7 +145,10 @@ class SyncEngine:
             from quantum_file_sync.changelog_redis import RedisChangeLog
 
             assert isinstance(changelog, RedisChangeLog)
-            journaled = JournaledIndex(changelog, index, recorder, locks, self.logger)
+            root_dev = (await asyncio.to_thread(os.stat, root.path)).st_dev
+            journaled = JournaledIndex(
+                changelog, index, recorder, locks, self.logger, root_dev=root_dev
+            )
             await journaled.load_at_start(
                 lambda: scan(root, self.hashes).entries(), from_state=settings.watch
             )
@@ -288,7 +291,10 @@ class JournaledIndex:
         recorder: Recorder,
         locks: TreeLocks,
         logger: Any,
+        *,
+        root_dev: int,
     ) -> None:
+        self._root_dev = root_dev
         self._changelog = changelog
         self._index = index
         self._recorder = recorder
@@ -301,7 +307,7 @@ class JournaledIndex:
     ) -> None:
         """Fill the index from the journaled state (``from_state``) or, when there is none
         yet, from ``scan_disk``; from now on every commit keeps the state."""
-        self._changelog.track_state(self._index.get)
+        self._changelog.track_state(self._index.get, root_dev=self._root_dev)
         if from_state:
             self._loaded_at_start = await self._load_quietly()
         if not self._loaded_at_start:

@@ -7,7 +7,9 @@ what changed on disk while nobody watched — also while every node was stopped.
 
 Keys under ``key_prefix``:
 
-- ``state``       hash: path → entry (``[is_dir, dev, ino, size, mtime_ns, hash]`` as JSON);
+- ``state``       hash: path → entry (``[is_dir, dev, ino, size, mtime_ns, hash]`` as JSON, with
+  ``dev`` 0 for root's own filesystem: each machine mounting a shared folder numbers it its own
+  way, while the inode numbers are the file server's);
 - ``state:tree``  the same paths in a sorted set, all of score 0, so a subtree is one
   lexicographic range (``[P/`` … ``(P0``) for the deletes and moves of directories;
 - ``state:seed``  ``ready`` once the state describes the whole tree, ``seeding:<token>`` while the
@@ -71,9 +73,11 @@ local function move_tree(state, tree, source, target)
   remove_tree(state, tree, source)
   remove_tree(state, tree, target)
   for i = 1, #paths do
-    local moved = target .. string.sub(paths[i], #source + 1)
-    redis.call('HSET', state, moved, entries[i])
-    redis.call('ZADD', tree, 0, moved)
+    if entries[i] then
+      local moved = target .. string.sub(paths[i], #source + 1)
+      redis.call('HSET', state, moved, entries[i])
+      redis.call('ZADD', tree, 0, moved)
+    end
   end
 end
 
@@ -146,34 +150,23 @@ return 1
 """
 
 
-def encode_entry(entry: Entry) -> str:
+ROOT_DEVICE = 0
+"""``dev`` as stored for an entry on root's own filesystem."""
+
+
+def encode_entry(entry: Entry, root_dev: int = ROOT_DEVICE) -> str:
     key = entry.key
-    row = [1 if entry.is_dir else 0, key.dev, key.ino, key.size, key.mtime_ns, entry.hash]
+    dev = ROOT_DEVICE if key.dev == root_dev else key.dev
+    row = [1 if entry.is_dir else 0, dev, key.ino, key.size, key.mtime_ns, entry.hash]
     return json.dumps(row, separators=_COMPACT)
 
 
-def decode_entry(raw: bytes | str) -> Entry:
+def decode_entry(raw: bytes | str, root_dev: int = ROOT_DEVICE) -> Entry:
     is_dir, dev, ino, size, mtime_ns, digest = json.loads(raw)
     if digest is not None and not isinstance(digest, str):
         raise ValueError("hash must be a string")
-    return Entry(bool(is_dir), StatKey(int(dev), int(ino), int(size), int(mtime_ns)), digest)
-
-
-def state_change(operation: Operation, lookup: EntryLookup | None) -> list[str]:
-    """The commit script's ``change, path, from, entry`` arguments for ``operation``.
-
-    The entry is the committing node's index entry, which it updated just before committing.
-    Without a lookup (a bare change log) the state is left alone."""
-    if lookup is None:
-        return ["", "", "", ""]
-    if isinstance(operation, Delete):
-        return ["remove", operation.path, "", ""]
-    path = operation.metadata.path
-    entry = lookup(path)
-    encoded = encode_entry(entry) if entry is not None else ""
-    if isinstance(operation, Move):
-        return ["move", path, operation.from_path, encoded]
-    return ["put", path, "", encoded]
+    dev = root_dev if dev == ROOT_DEVICE else int(dev)
+    return Entry(bool(is_dir), StatKey(dev, int(ino), int(size), int(mtime_ns)), digest)
 
 
 class JournaledState:
@@ -181,6 +174,8 @@ class JournaledState:
 
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self._redis = redis
+        self.root_dev = ROOT_DEVICE
+        """This node's device number of root (``os.stat(root).st_dev``)."""
         self.keys = [
             key_prefix + "state",
             key_prefix + "state:tree",
@@ -190,6 +185,22 @@ class JournaledState:
         self._begin_seed = redis.register_script(_BEGIN_SEED)
         self._seed_chunk = redis.register_script(_SEED_CHUNK)
         self._finish_seed = redis.register_script(_FINISH_SEED)
+
+    def change_args(self, operation: Operation, lookup: EntryLookup | None) -> list[str]:
+        """The commit script's ``change, path, from, entry`` arguments for ``operation``.
+
+        The entry is the committing node's index entry, which it updated just before
+        committing. Without a lookup (a bare change log) the state is left alone."""
+        if lookup is None:
+            return ["", "", "", ""]
+        if isinstance(operation, Delete):
+            return ["remove", operation.path, "", ""]
+        path = operation.metadata.path
+        entry = lookup(path)
+        encoded = encode_entry(entry, self.root_dev) if entry is not None else ""
+        if isinstance(operation, Move):
+            return ["move", path, operation.from_path, encoded]
+        return ["put", path, "", encoded]
 
     async def ready(self) -> bool:
         return bool(await self._redis.get(self.keys[2]) == READY)
@@ -206,7 +217,8 @@ class JournaledState:
         async for raw_path, raw_entry in raw_entries:
             try:
                 # Like a snapshot file, the state is only data: never trust it to stay under root.
-                entries.append((validate(raw_path.decode()), decode_entry(raw_entry)))
+                rel = validate(raw_path.decode())
+                entries.append((rel, decode_entry(raw_entry, self.root_dev)))
             except (PathError, ValueError, TypeError, UnicodeDecodeError):
                 continue
         return entries if await self.ready() else None
@@ -217,7 +229,8 @@ class JournaledState:
         token = uuid.uuid4().hex
         await self._begin_seed(keys=self.keys, args=[token])
         for chunk in _chunks(entries, _CHUNK):
-            args = [token, *(value for rel, entry in chunk for value in (rel, encode_entry(entry)))]
+            pairs = ((rel, encode_entry(entry, self.root_dev)) for rel, entry in chunk)
+            args = [token, *(value for pair in pairs for value in pair)]
             if not await self._seed_chunk(keys=self.keys, args=args):
                 return False
         return bool(await self._finish_seed(keys=self.keys, args=[token]))
