@@ -22,6 +22,7 @@ export class Transfers {
   #queue = [];
   #active = new Set();
   #paused = new Map(); // upload key → row of an unfinished upload from an earlier visit
+  #shown = new Set(); // this visit's transfers that still have a row
   #nextId = 1;
 
   /**
@@ -62,6 +63,7 @@ export class Transfers {
     transfer.element = this.#createRow(transfer);
     this.list.append(transfer.element);
     this.section.hidden = false;
+    this.#shown.add(transfer);
     this.#queue.push(transfer);
     this.#setState(transfer, "queued");
     this.#pump();
@@ -94,7 +96,7 @@ export class Transfers {
           }
           transfer.record = updated;
           transfer.loaded = updated.offset;
-          this.#setState(transfer, "paused");
+          this.#showPaused(transfer);
         })
         .catch(() => {
           // Server unreachable or a token needed: keep showing what this browser remembers.
@@ -102,15 +104,15 @@ export class Transfers {
     }
   }
 
-  /** Whether a queued or running upload of this page is the one stored under `key`. */
+  /** Whether a transfer of this visit (queued, running or failed) is the one stored as `key`. */
   #owns(key) {
-    return [...this.#active, ...this.#queue].some(
-      (transfer) => transfer.file && uploadKey(transfer.path, transfer.file) === key,
-    );
+    return [...this.#shown].some((transfer) => uploadKey(transfer.path, transfer.file) === key);
   }
 
   #resumable(file) {
-    return Boolean(this.resumable) && !this.resumableUnavailable && file.size >= RESUMABLE_THRESHOLD;
+    return (
+      Boolean(this.resumable) && !this.resumableUnavailable && file.size >= RESUMABLE_THRESHOLD
+    );
   }
 
   #dropPaused(transfer) {
@@ -212,6 +214,7 @@ export class Transfers {
 
   #remove(transfer) {
     if (this.#active.has(transfer) || this.#queue.includes(transfer)) return;
+    this.#shown.delete(transfer);
     transfer.element.remove();
     this.section.hidden = this.list.children.length === 0;
   }
@@ -265,6 +268,16 @@ export class Transfers {
     }
   }
 
+  #showPaused(transfer) {
+    const { loaded, total } = transfer;
+    transfer.bar.max = Math.max(total, 1);
+    transfer.bar.value = Math.min(loaded, total);
+    const percent = total ? Math.floor((loaded / total) * 100) : 0;
+    transfer.status.textContent =
+      `Paused at ${formatSize(loaded)} of ${formatSize(total)} · ${percent}% — ` +
+      `choose ${transfer.record.name} again to resume`;
+  }
+
   #setState(transfer, state, message = "") {
     const name = transfer.path;
     transfer.element.dataset.state = state;
@@ -301,13 +314,7 @@ export class Transfers {
         );
       }
     } else if (state === "paused") {
-      const { loaded, total } = transfer;
-      transfer.bar.max = Math.max(total, 1);
-      transfer.bar.value = Math.min(loaded, total);
-      const percent = total ? Math.floor((loaded / total) * 100) : 0;
-      transfer.status.textContent =
-        `Paused at ${formatSize(loaded)} of ${formatSize(total)} · ${percent}% — ` +
-        `choose ${transfer.record.name} again to resume`;
+      this.#showPaused(transfer);
       transfer.buttons.append(
         this.#button("Resume…", `Resume upload of ${name}`, () => this.onResume(transfer.record)),
         this.#button("Cancel", `Cancel upload of ${name}`, () => this.#cancel(transfer)),
