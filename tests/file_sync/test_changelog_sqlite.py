@@ -11,8 +11,10 @@ import textwrap
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from quantum_file_sync import changelog_sqlite
 from quantum_file_sync.changelog_sqlite import SqliteChangeLog
 from quantum_file_sync.operations import ChangeEvent
 
@@ -146,21 +148,27 @@ async def test_retention_by_count(tmp_path: Path) -> None:
         await changelog.close()
 
 
-async def test_retention_by_age_keeps_the_head(tmp_path: Path) -> None:
+async def test_retention_by_age_keeps_the_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The journal's clock, moved by hand: how long the commits take on a busy machine
+    # does not matter (with a real clock, a slow first commit could already be too old).
+    now = [1_000_000.0]
+    monkeypatch.setattr(changelog_sqlite, "time", SimpleNamespace(time=lambda: now[0]))
     path = tmp_path / "j.sqlite3"
     changelog = SqliteChangeLog(path, max_age=0.2)
     await changelog.open()
     for i in range(5):
         await changelog.commit(create(f"f{i}"), None)
     assert await changelog.replay(changelog.epoch, 0) is not None
-    await asyncio.sleep(0.3)
+    now[0] += 0.3
     await changelog.commit(create("young"), None)  # trims the five old ones on the way
     assert await changelog.replay(changelog.epoch, 4) is None
     young = await changelog.replay(changelog.epoch, 5)
     assert young is not None and [e.seq for e in young] == [6]
     await changelog.close()
 
-    await asyncio.sleep(0.3)
+    now[0] += 0.3
     reopened = SqliteChangeLog(path, max_age=0.2)
     await reopened.open()  # trims on open; the head (and so the next seq) is remembered
     try:
