@@ -274,8 +274,9 @@ class LocalTree:
         and the decision is made again); an existing one is re-checked, then replaced."""
         self.ensure_parents(rel)
         target = self.abs(rel)
-        if mtime_ns is not None:
+        if mtime_ns is not None and mtime_ns != download.mtime_ns:
             os.utime(download.path, ns=(mtime_ns, mtime_ns))
+            download.key = None
         if expected is None and self._hard_links:
             try:
                 os.link(download.path, target, follow_symlinks=False)
@@ -296,7 +297,10 @@ class LocalTree:
         return self._installed(rel, download)
 
     def _installed(self, rel: str, download: TempDownload) -> StatKey:
-        key = StatKey.of(os.lstat(self.abs(rel)))
+        # The temp file's own identity (taken before it was linked in, when nobody else could
+        # touch it) rather than a stat of the target: a change made right after the link
+        # must not be recorded as the downloaded version.
+        key = download.key or StatKey.of(os.lstat(self.abs(rel)))
         self._hashes[rel] = (key, download.hexdigest())
         return key
 
@@ -426,14 +430,23 @@ class TempDownload:
         self.hasher = hashlib.sha256()
         self.size = 0
         self.installed = False
+        self.mtime_ns: int | None = None
+        """The mtime already set on the temp file (``None``: whatever writing left)."""
+        self.key: StatKey | None = None
+        """The temp file's identity once finished, when it was taken (see :meth:`holding`)."""
+        self._digest: str | None = None
         self._closed = False
 
     @classmethod
-    def holding(cls, tmp_dir: Path | str, data: bytes) -> TempDownload:
-        """A finished temp file with ``data`` (blocking)."""
+    def holding(cls, tmp_dir: Path | str, data: bytes, mtime_ns: int | None = None) -> TempDownload:
+        """A finished temp file with ``data`` and, if given, that mtime (blocking)."""
         download = cls(tmp_dir)
         try:
             download.write(data)
+            if mtime_ns is not None:
+                os.utime(download._fd, ns=(mtime_ns, mtime_ns))
+                download.mtime_ns = mtime_ns
+            download.key = StatKey.of(os.fstat(download._fd))
             download.finish()
         except BaseException:
             download.discard()
@@ -449,7 +462,12 @@ class TempDownload:
         self.size += len(chunk)
 
     def hexdigest(self) -> str:
-        return self.hasher.hexdigest()
+        if self._digest is not None:
+            return self._digest
+        digest = self.hasher.hexdigest()
+        if self._closed:  # nothing more can be written: the digest is final
+            self._digest = digest
+        return digest
 
     def finish(self) -> None:
         if not self._closed:

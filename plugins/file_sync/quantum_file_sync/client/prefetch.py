@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +51,18 @@ class Wanted:
     path: str
     hash: str
     size: int
+    mtime_ns: int | None = None
+    """The server's mtime, set on the temp file as it is written (saves a ``utime`` later)."""
 
 
 Outcome = TempDownload | HashMismatch | None
 """A verified temp file; proof that the server holds another version; or "fetch it alone"."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     wanted: Wanted
-    result: asyncio.Future[Outcome] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    result: asyncio.Future[Outcome]
 
 
 class Prefetcher:
@@ -88,7 +88,8 @@ class Prefetcher:
             raise RuntimeError("the previous prefetch was not closed")
         if not self.supported:
             return set()
-        slots = [_Slot(w) for w in wanted if w.size < FILE_LIMIT]
+        loop = asyncio.get_running_loop()
+        slots = [_Slot(w, loop.create_future()) for w in wanted if w.size < FILE_LIMIT]
         if not slots:
             return set()
         self._adopt, self._schedule = adopt, schedule
@@ -220,7 +221,7 @@ def _store(tmp_dir: Path, wanted: Wanted, record: FileRecord) -> Outcome:
     if record.hash != wanted.hash:
         return HashMismatch(f"{wanted.path}: the server now has {record.hash[:12]}…")
     try:
-        download = TempDownload.holding(tmp_dir, record.data)
+        download = TempDownload.holding(tmp_dir, record.data, wanted.mtime_ns)
     except OSError:
         return None  # e.g. disk full: the path's own download reports it
     if download.hexdigest() != wanted.hash:

@@ -48,6 +48,7 @@ from quantum_file_sync.client.local import (
     TargetChanged,
     UnsafeLocalPath,
     flush_to_disk,
+    parse_modified,
 )
 from quantum_file_sync.client.merge import Action, Version, decide
 from quantum_file_sync.client.moves import LocalMove, detect_moves
@@ -538,7 +539,9 @@ class _Engine:
                 plan.transfers += 1
                 plan.bytes += remote.size
                 if remote.hash is not None:
-                    plan.downloads.append(Wanted(path, remote.hash, remote.size))
+                    plan.downloads.append(
+                        Wanted(path, remote.hash, remote.size, parse_modified(remote.modified))
+                    )
             elif action is Action.UPLOAD and key is not None:
                 plan.transfers += 1
                 plan.bytes += key.size
