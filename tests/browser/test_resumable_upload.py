@@ -226,6 +226,76 @@ def test_a_reload_mid_upload_resumes_when_the_file_is_picked_again(
     expect(page.row("movie.bin")).to_be_visible()
 
 
+def drop_file(page: BrowserPage, source: Path) -> None:
+    """Drop a file from disk on the page (a real File, with its lastModified)."""
+    page.page.evaluate(
+        """() => {
+            const input = document.createElement("input");
+            input.type = "file";
+            input.id = "test-drop-source";
+            input.hidden = true;
+            document.body.append(input);
+        }"""
+    )
+    page.page.set_input_files("#test-drop-source", str(source))
+    transfer = page.page.evaluate_handle(
+        """() => {
+            const data = new DataTransfer();
+            data.items.add(document.getElementById("test-drop-source").files[0]);
+            return data;
+        }"""
+    )
+    files = page.page.locator("#files")
+    for event in ("dragenter", "dragover", "drop"):
+        files.dispatch_event(event, {"dataTransfer": transfer})
+    transfer.dispose()
+
+
+def test_after_a_reload_another_file_is_refused_and_dropping_the_same_one_resumes(
+    server: SyncServer,
+    open_page: Callable[..., BrowserPage],
+    big_file: tuple[Path, str],
+    tmp_path: Path,
+) -> None:
+    source, digest = big_file
+    other = tmp_path / "upload-source" / "other.bin"
+    make_file(other, THRESHOLD)
+    page = open_page(server)
+    page.wait_live()
+    page.page.on("dialog", lambda dialog: dialog.accept())
+    cdp = throttle(page, 8 * MiB)
+    pick(page, source)
+    record = stored_upload_of(page, "movie.bin")
+    wait_for(
+        lambda: (upload_offset(server, record["url"]) or 0) > 0,
+        30,
+        "a first part on the server",
+        page=page.page,
+    )
+    page.page.reload()
+    page.wait_live()
+    row = transfer_row(page, "movie.bin")
+    expect(row).to_have_attribute("data-state", "paused")
+
+    with page.page.expect_file_chooser() as chooser:
+        row.get_by_role("button", name="Resume upload of movie.bin").click()
+    chooser.value.set_files(str(other))
+    expect(page.page.locator("#alerts")).to_contain_text(
+        "That is not the file of this upload: choose “movie.bin”"
+    )
+    expect(row).to_have_attribute("data-state", "paused")
+    assert upload_offset(server, record["url"]) is not None
+
+    set_network(cdp)
+    requests = UploadRequests(page)
+    drop_file(page, source)
+    wait_for(landed(server, "movie.bin", digest), 60, "movie.bin on disk", page=page.page)
+    assert requests.creations == []
+    assert requests.patch_offsets and requests.patch_offsets[0] > 0
+    assert not (server.root / "other.bin").exists()
+    assert stored_uploads(page) == {}
+
+
 def test_a_network_drop_mid_upload_is_retried_and_completes(
     server: SyncServer, open_page: Callable[..., BrowserPage], big_file: tuple[Path, str]
 ) -> None:
