@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from quantum_file_sync.chunks import (
     MANIFEST_MEDIA_TYPE,
     RECORDS_MEDIA_TYPE,
@@ -136,7 +137,9 @@ def test_upload_by_blocks_then_a_one_byte_change_sends_one_chunk(
     new = manifest_of(tmp_path, bytes(changed))
     lacking = missing(server, new, "big.bin")
     assert len(lacking) == 1
+    uploaded = metric(server, "quantum_file_chunks_uploaded_total")
     assert upload(server, records(bytes(changed), new, lacking)).status == 200
+    assert metric(server, "quantum_file_chunks_uploaded_total") == uploaded + 1
     stale = commit(server, "big.bin", new, **{"If-Match": f'"{"0" * 64}"'})
     assert stale.status == 412
     updated = commit(server, "big.bin", new, **{"If-Match": f'"{manifest.hash}"'})
@@ -381,6 +384,15 @@ def test_a_full_disk_mid_assembly_keeps_the_old_version(
     assert _head(server) == before
     assert _largest(server.root / ".quantum" / "tmp") == 0
     assert send_file(server, tmp_path, "small.bin", random_bytes(MiB, 12))  # works again
+
+
+def metric(server: RunningQuantum, name: str) -> float:
+    text = http("GET", server.url + "/metrics").body.decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"no metric {name}")
 
 
 def _head(server: RunningQuantum) -> int:

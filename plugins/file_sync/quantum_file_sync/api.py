@@ -72,11 +72,7 @@ class FileApi:
         self.metrics = metrics
         self.enable_upload = enable_upload
         self.max_upload_size = max_upload_size
-        self.blocks = BlockApi(
-            storage.chunks,
-            on_received=metrics.bytes_uploaded.inc,
-            on_sent=metrics.bytes_downloaded.inc,
-        )
+        self.blocks = BlockApi(storage.chunks, metrics)
         self._openapi = json.dumps(openapi, separators=(",", ":")).encode()
         self._routes: dict[str, dict[str, Endpoint]] = {
             "/list": {hdrs.METH_GET: self.list_files, hdrs.METH_HEAD: self.list_files},

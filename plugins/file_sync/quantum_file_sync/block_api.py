@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -31,6 +31,7 @@ from quantum_file_sync.chunks import (
 from quantum_file_sync.chunkstore import ChunkStore, read_source
 from quantum_file_sync.download import etag_of, parse_etags
 from quantum_file_sync.errors import ApiError
+from quantum_file_sync.recorder import FileMetrics
 
 MAX_HASHES = 10_000
 MAX_FETCH_BYTES = 256 * 1024 * 1024
@@ -52,16 +53,9 @@ def is_manifest_upload(request: web.Request) -> bool:
 
 
 class BlockApi:
-    def __init__(
-        self,
-        chunks: ChunkStore,
-        *,
-        on_received: Callable[[int], None],
-        on_sent: Callable[[int], None],
-    ) -> None:
+    def __init__(self, chunks: ChunkStore, metrics: FileMetrics) -> None:
         self.chunks = chunks
-        self._on_received = on_received
-        self._on_sent = on_sent
+        self.metrics = metrics
 
     async def manifest(self, request: web.Request, rel: str) -> web.StreamResponse:
         """The manifest of the live file at ``rel`` (``ETag`` = its whole-file hash)."""
@@ -106,7 +100,7 @@ class BlockApi:
                 raise errors.bad_request(
                     f"the body ended inside chunk {digest}", "bad_record"
                 ) from None
-            self._on_received(size)
+            self.metrics.bytes_uploaded.inc(size)
             actual = await asyncio.to_thread(_sha256, data)
             if actual != digest:
                 raise ApiError(
@@ -116,6 +110,7 @@ class BlockApi:
                     details={"hash": digest, "stored": stored},
                 )
             await self.chunks.store_blob(digest, data)
+            self.metrics.chunks_uploaded.inc()
             stored.append(digest)
         return web.json_response({"stored": stored})
 
@@ -139,7 +134,8 @@ class BlockApi:
                 await self.chunks.forget_sources([source])
                 continue
             await response.write(record_header(digest, len(data)) + data)
-            self._on_sent(len(data))
+            self.metrics.bytes_downloaded.inc(len(data))
+            self.metrics.chunks_downloaded.inc()
         await response.write_eof()
         return response
 

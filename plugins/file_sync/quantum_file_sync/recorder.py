@@ -42,6 +42,8 @@ class FileMetrics:
     operations: Counter
     bytes_uploaded: Counter
     bytes_downloaded: Counter
+    chunks_uploaded: Counter
+    chunks_downloaded: Counter
     journal_seq: Gauge
 
     @classmethod
@@ -59,6 +61,18 @@ class FileMetrics:
             ),
             bytes_downloaded=get_or_create(
                 registry, Counter, "quantum_file_bytes_downloaded", "Bytes sent by file downloads"
+            ),
+            chunks_uploaded=get_or_create(
+                registry,
+                Counter,
+                "quantum_file_chunks_uploaded",
+                "Chunks received by block uploads (POST /api/chunks), verified and stored",
+            ),
+            chunks_downloaded=get_or_create(
+                registry,
+                Counter,
+                "quantum_file_chunks_downloaded",
+                "Chunks sent by block downloads (POST /api/chunks/get)",
             ),
             journal_seq=get_or_create(
                 registry, Gauge, "quantum_journal_seq", "Seq of the newest journaled change"
