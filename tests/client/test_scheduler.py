@@ -5,6 +5,8 @@ import asyncio
 import pytest
 from quantum_file_sync.client.scheduler import PathScheduler
 
+from tests.support.waiting import eventually
+
 
 async def test_one_worker_per_path_and_a_rerun_for_changes_during_work() -> None:
     running: set[str] = set()
@@ -22,7 +24,7 @@ async def test_one_worker_per_path_and_a_rerun_for_changes_during_work() -> None
     scheduler = PathScheduler(work, concurrency=4)
     scheduler.start()
     scheduler.add("a", seq=5)
-    await asyncio.sleep(0.01)
+    await eventually(lambda: "a" in running)
     scheduler.add("a", seq=6)  # while running: once more afterwards
     scheduler.add("a", seq=7)  # coalesced with the previous one
     scheduler.add("b")
@@ -64,7 +66,7 @@ async def test_exclusive_waits_for_running_work_and_holds_new_work() -> None:
     scheduler = PathScheduler(work, concurrency=2)
     scheduler.start()
     scheduler.add("slow")
-    await asyncio.sleep(0.01)
+    await eventually(lambda: log == ["start slow"])
 
     async def exclusive() -> None:
         async with scheduler.exclusive():
