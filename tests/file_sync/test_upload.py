@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import socket
-import time
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +19,7 @@ from tests.file_sync.conftest import (
     http,
     operations,
 )
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -166,13 +166,8 @@ def test_interrupted_upload_leaves_nothing_and_broadcasts_nothing(server: Runnin
             b"PUT /api/files/interrupted.bin HTTP/1.1\r\nHost: x\r\n"
             b"Content-Length: 10485760\r\n\r\n" + b"z" * (1024 * 1024)
         )
-        deadline = time.monotonic() + 5
-        while not temp_files(server) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert temp_files(server), "the upload never reached the temp area"
-    deadline = time.monotonic() + 5
-    while temp_files(server) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        wait_until(lambda: bool(temp_files(server)), 5, "the upload in the temp area")
+    wait_until(lambda: not temp_files(server), 5, "the temp file removed")
     assert temp_files(server) == []
     assert not (server.root / "interrupted.bin").exists()
     assert operations(server, seq) == []
