@@ -71,6 +71,12 @@ def restart_together(nodes: list[RunningQuantum]) -> tuple[RunningQuantum, Runni
     return holder, follower
 
 
+def caught_up(node: RunningQuantum, seq: int) -> None:
+    """Wait until ``node`` has delivered every change up to ``seq`` (it follows the journal
+    through pub/sub, a moment behind the node that committed)."""
+    wait_until(lambda: changes(node)["seq"] >= seq, what=f"seq {seq} on {node.url}")
+
+
 def prepare_cluster(start_node: StartNode, root: Path) -> tuple[RunningQuantum, RunningQuantum]:
     """Two nodes whose journal knows a small tree: some of it uploaded, some found on disk."""
     (root / "from-disk.txt").write_bytes(b"was here before the first start")
@@ -116,6 +122,7 @@ async def test_a_client_resuming_after_a_full_stop_sees_each_change_once(
     restart_together([a, b])
 
     for node in (a, b):
+        caught_up(node, seq + sum(EXPECTED.values()))
         reply = http("GET", f"{node.url}/api/changes?since={seq}&epoch={epoch}").json()
         assert reply["recovered"] is True
         assert Counter(change(m["operation"]) for m in reply["operations"]) == EXPECTED
@@ -142,6 +149,7 @@ async def test_nodes_starting_together_journal_the_differences_once(
     holder, follower = restart_together([a, b])
     assert rescans(holder)[-1]["journaled"] == sum(EXPECTED.values())
     follower_rescans = len(rescans(follower))
+    caught_up(follower, seq + sum(EXPECTED.values()))
     journaled = changes(follower, seq)
     assert Counter(change(m["operation"]) for m in journaled["operations"]) == EXPECTED
 
