@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from tests.file_sync.conftest import RunningQuantum, changes, http
+from tests.fixtures.redis import RedisServer
 from tests.multinode.conftest import StartNode, WsClient, eventually, metric, upload
 from tests.support.processes import wait_for_port
 from tests.support.waiting import wait_until
@@ -20,6 +21,7 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
 
 RESCAN_DONE = "disk rescan finished"
+SEEDED = "journaled state seeded"
 Change = tuple[str, str, str | None]
 """(kind, path, from) of one journaled operation."""
 
@@ -162,3 +164,30 @@ async def test_nodes_starting_together_journal_the_differences_once(
     )
     assert rescans(follower)[-1]["journaled"] == 0
     assert changes(follower, seq)["operations"] == journaled["operations"]
+
+
+async def test_a_redis_that_lost_its_data_is_seeded_again_by_the_lease_holder(
+    start_node: StartNode, shared_root: Path, cluster_redis: RedisServer
+) -> None:
+    a, b = prepare_cluster(start_node, shared_root)
+    seeds = sum(n.logs().count(SEEDED) for n in (a, b))
+    cluster_redis.kill()  # no persistence: epoch, journal and state are gone
+    cluster_redis.start()
+    wait_until(
+        lambda: sum(n.logs().count(SEEDED) for n in (a, b)) > seeds,
+        what="the lease holder seeding the state again",
+    )
+    wait_until(
+        lambda: all(metric(n, "quantum_redis_up") == 1.0 for n in (a, b)),
+        what="both nodes back on Redis",
+    )
+    cursor = changes(a)
+    a.stop()
+    b.stop()
+
+    edit_while_stopped(shared_root)
+    restart_together([a, b])
+    caught_up(a, cursor["seq"] + sum(EXPECTED.values()))
+    reply = http("GET", f"{a.url}/api/changes?since={cursor['seq']}&epoch={cursor['epoch']}")
+    assert reply.json()["recovered"] is True
+    assert Counter(change(m["operation"]) for m in reply.json()["operations"]) == EXPECTED
