@@ -82,6 +82,7 @@ async def test_a_change_made_on_disk_is_broadcast_once_by_one_node(
         await on_b.wait_for_path("dropped-in.txt")
         # An upload's own disk events must not come back as a second, disk-originated change.
         assert await asyncio.to_thread(upload, a, "uploaded.txt", b"via the api") == 201
+        await on_a.wait_for_path("uploaded.txt")
         await on_b.wait_for_path("uploaded.txt")
         await asyncio.sleep(1.5)  # both watchers have long seen both files by now
         for client in (on_a, on_b):
