@@ -132,6 +132,15 @@ SCHEMA: dict[str, Any] = {
             "default": False,
             "description": "permessage-deflate on /ws",
         },
+        "uploads": _closed(
+            {
+                "expire": _duration(
+                    "24h",
+                    "an unfinished resumable upload is removed this long after its last write",
+                ),
+            },
+            description="resumable uploads (/api/uploads)",
+        ),
     },
 }
 
@@ -174,6 +183,11 @@ class BrokerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadSettings:
+    expire: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     root: Path
     enable_upload: bool
@@ -188,6 +202,7 @@ class Settings:
     broker: BrokerSettings
     watch: bool
     compression: bool
+    uploads: UploadSettings = UploadSettings()
 
 
 def parse_settings(options: Mapping[str, Any]) -> Settings:
@@ -203,6 +218,7 @@ def parse_settings(options: Mapping[str, Any]) -> Settings:
     broker = options.get("broker", {"type": "memory"})
     origins = options.get("allowed_origins")
     journal_path = journal.get("path")
+    uploads = options.get("uploads", {})
     return Settings(
         root=root,
         enable_upload=bool(options.get("enable_upload", False)),
@@ -241,4 +257,5 @@ def parse_settings(options: Mapping[str, Any]) -> Settings:
         ),
         watch=bool(options.get("watch", True)),
         compression=bool(options.get("compression", False)),
+        uploads=UploadSettings(expire=parse_duration(uploads.get("expire", "24h"))),
     )
