@@ -22,6 +22,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
 
 RESCAN_DONE = "disk rescan finished"
 SEEDED = "journaled state seeded"
+PROCESS_TIMEOUT = 30.0
+"""For what waits on whole processes (start-up, reconnects) on a busy machine."""
 Change = tuple[str, str, str | None]
 """(kind, path, from) of one journaled operation."""
 
@@ -66,7 +68,7 @@ def restart_together(nodes: list[RunningQuantum]) -> tuple[RunningQuantum, Runni
     def rescanned() -> list[RunningQuantum]:
         return [node for node in nodes if len(rescans(node)) > before[node.port]]
 
-    wait_until(lambda: bool(rescanned()), what="the lease holder's rescan")
+    wait_until(lambda: bool(rescanned()), PROCESS_TIMEOUT, "the lease holder's rescan")
     (holder,) = rescanned()
     (follower,) = [node for node in nodes if node is not holder]
     assert metric(holder, "quantum_disk_watch_owner") == 1.0
@@ -83,7 +85,7 @@ def prepare_cluster(start_node: StartNode, root: Path) -> tuple[RunningQuantum, 
     """Two nodes whose journal knows a small tree: some of it uploaded, some found on disk."""
     (root / "from-disk.txt").write_bytes(b"was here before the first start")
     a = start_node("a")
-    wait_until(lambda: bool(rescans(a)), what="a's first rescan (it seeds the state)")
+    wait_until(lambda: bool(rescans(a)), PROCESS_TIMEOUT, "a's first rescan (it seeds the state)")
     b = start_node("b")
     for path in [
         "keep.txt",
@@ -160,7 +162,8 @@ async def test_nodes_starting_together_journal_the_differences_once(
     holder.stop()
     wait_until(
         lambda: len(rescans(follower)) > follower_rescans,
-        what="the follower's rescan after the takeover",
+        PROCESS_TIMEOUT,
+        "the follower's rescan after the takeover",
     )
     assert rescans(follower)[-1]["journaled"] == 0
     assert changes(follower, seq)["operations"] == journaled["operations"]
@@ -175,11 +178,13 @@ async def test_a_redis_that_lost_its_data_is_seeded_again_by_the_lease_holder(
     cluster_redis.start()
     wait_until(
         lambda: sum(n.logs().count(SEEDED) for n in (a, b)) > seeds,
-        what="the lease holder seeding the state again",
+        PROCESS_TIMEOUT,
+        "the lease holder seeding the state again",
     )
     wait_until(
         lambda: all(metric(n, "quantum_redis_up") == 1.0 for n in (a, b)),
-        what="both nodes back on Redis",
+        PROCESS_TIMEOUT,
+        "both nodes back on Redis",
     )
     cursor = changes(a)
     a.stop()
