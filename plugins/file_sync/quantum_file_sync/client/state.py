@@ -45,6 +45,24 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 
 
+_PUT_ENTRY = (
+    "INSERT OR REPLACE INTO entries (path, is_dir, hash, size, mtime_ns, inode, seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _row(entry: BaseEntry) -> tuple[object, ...]:
+    return (
+        entry.path,
+        int(entry.is_dir),
+        entry.hash,
+        entry.size,
+        entry.mtime_ns,
+        entry.inode,
+        entry.seq,
+    )
+
+
 class FolderInUse(Exception):
     """Another client holds the folder's lock."""
 
@@ -110,10 +128,13 @@ class StateDB:
             self._db.execute("COMMIT")
             self._in_tx = False
 
-    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+    def _begin(self) -> None:
         if not self._in_tx:
             self._db.execute("BEGIN")
             self._in_tx = True
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        self._begin()
         self._db.execute(sql, params)
 
     # --- meta ------------------------------------------------------------------------------
@@ -178,24 +199,13 @@ class StateDB:
 
     def write_synced(self, entries: list[BaseEntry]) -> None:
         """Write the rows of :meth:`take_unsynced` entries that are still current."""
-        for entry in entries:
-            if self._entries.get(entry.path) is entry:
-                self._write_entry(entry)
+        current = [e for e in entries if self._entries.get(e.path) is e]
+        if current:
+            self._begin()
+            self._db.executemany(_PUT_ENTRY, map(_row, current))
 
     def _write_entry(self, entry: BaseEntry) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO entries (path, is_dir, hash, size, mtime_ns, inode, seq)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                entry.path,
-                int(entry.is_dir),
-                entry.hash,
-                entry.size,
-                entry.mtime_ns,
-                entry.inode,
-                entry.seq,
-            ),
-        )
+        self._write(_PUT_ENTRY, _row(entry))
 
     def remove(self, path: str) -> None:
         old = self._entries.pop(path, None)
