@@ -407,3 +407,13 @@ def _largest(directory: Path) -> int:
         else []
     )
     return max(sizes, default=0)
+
+
+def test_uploaded_chunks_no_commit_uses_expire(start_quantum: StartQuantum, tmp_path: Path) -> None:
+    server = start_quantum(file_sync_config(enable_upload=True, uploads={"expire": "1s"}))
+    data = random_bytes(MiB, 13)
+    manifest = manifest_of(tmp_path, data)
+    assert upload(server, records(data, manifest)).status == 200
+    assert missing(server, manifest) == []
+    wait_until(lambda: missing(server, manifest) != [], timeout=30, what="the reaper")
+    assert not any((server.root / ".quantum" / "chunks").glob("??/*"))

@@ -94,9 +94,15 @@ OnCut = Callable[[str, os.stat_result, Manifest], None]
 
 class ChunkStore:
     def __init__(
-        self, root: SafeRoot, on_cut: OnCut | None = None, *, db_name: str = DB_NAME
+        self,
+        root: SafeRoot,
+        on_cut: OnCut | None = None,
+        *,
+        db_name: str = DB_NAME,
+        blob_expiry: float = 86400.0,
     ) -> None:
         self.root = root
+        self._blob_expiry = blob_expiry
         self._on_cut = on_cut
         self._db_name = db_name
         self.base = root.path.joinpath(*STORE_DIR)
@@ -106,7 +112,7 @@ class ChunkStore:
         self._renames: deque[tuple[str, str]] = deque()
         self._logger = structlog.get_logger("quantum.file_sync.chunks")
         self._wake = asyncio.Event()
-        self._warmer: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._cutting: dict[str, asyncio.Future[tuple[os.stat_result, Manifest] | None]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -114,15 +120,17 @@ class ChunkStore:
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantum-chunks")
         await self._run(self._open_db)
-        self._warmer = asyncio.get_running_loop().create_task(
-            self._warm(), name="quantum-chunk-warmer"
-        )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._warm(), name="quantum-chunk-warmer"),
+            loop.create_task(self._reap_expired(), name="quantum-chunk-reaper"),
+        ]
 
     async def close(self) -> None:
-        if self._warmer is not None:
-            self._warmer.cancel()
-            await asyncio.gather(self._warmer, return_exceptions=True)
-            self._warmer = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         if self._executor is not None:
             await self._run(self._close_db)
             self._executor.shutdown(wait=True)
@@ -392,6 +400,15 @@ class ChunkStore:
     async def reap(self, older_than: float) -> int:
         """Drop blobs stored before ``older_than`` (epoch seconds) that no commit used."""
         return await self._run(self._reap, older_than)
+
+    async def _reap_expired(self) -> None:
+        """Uploaded chunks no commit used within ``blob_expiry`` are dropped."""
+        interval = min(max(self._blob_expiry / 4, 0.5), 3600.0)
+        while True:
+            dropped = await self.reap(time.time() - self._blob_expiry)
+            if dropped:
+                self._logger.info("expired chunks dropped", chunks=dropped)
+            await asyncio.sleep(interval)
 
     def _reap(self, older_than: float) -> int:
         rows = self.db.execute("SELECT hash FROM blobs WHERE stored < ?", (older_than,)).fetchall()

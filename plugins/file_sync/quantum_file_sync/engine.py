@@ -32,6 +32,7 @@ from quantum_file_sync.options import (
     JournalSettings,
     LimitSettings,
     Settings,
+    UploadSettings,
 )
 from quantum_file_sync.paths import SafeRoot
 from quantum_file_sync.recorder import FileMetrics, Recorder
@@ -62,6 +63,7 @@ class EngineSettings:
     broker: BrokerSettings
     watch: bool
     compression: bool
+    uploads: UploadSettings
 
     @classmethod
     def of(cls, settings: Settings) -> EngineSettings:
@@ -73,6 +75,7 @@ class EngineSettings:
             broker=settings.broker,
             watch=settings.watch,
             compression=settings.compression,
+            uploads=settings.uploads,
         )
 
     def pool_key(self) -> tuple[str, str]:
@@ -155,7 +158,9 @@ class SyncEngine:
         db_name = (
             f"index-{socket.gethostname()}.sqlite3" if settings.broker.type == "redis" else DB_NAME
         )
-        self.chunks = chunks = ChunkStore(root, self._learn_hash, db_name=db_name)
+        self.chunks = chunks = ChunkStore(
+            root, self._learn_hash, db_name=db_name, blob_expiry=settings.uploads.expire
+        )
         await chunks.open()
         self._on_close(chunks.close)
         unfollow = changelog.listen(lambda event: chunks.follow(event.operation))
