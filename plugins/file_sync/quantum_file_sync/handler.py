@@ -71,8 +71,8 @@ class FileSyncHandler(Handler):
         if engine.settings != self.engine_settings:
             raise ValueError(
                 f"{self.engine_settings.root} is already served with other journal, broker, "
-                "limits, heartbeat, watch or compression options; serve it with one set of "
-                "those options (changing them needs a restart)"
+                "limits, heartbeat, watch, compression or uploads options; serve it with one "
+                "set of those options (changing them needs a restart)"
             )
         engine.push_authenticator(self.authenticate)
         self.api = FileApi(
