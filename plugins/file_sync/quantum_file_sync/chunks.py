@@ -9,7 +9,6 @@ plus its whole-file SHA-256 (the ``hash`` of its metadata, its ETag). See docs/c
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -108,36 +107,44 @@ def _check_hash(value: object, where: str) -> None:
         raise ManifestError(f"{where} must be 64 lowercase hex digits (a SHA-256)")
 
 
-def cut(data: bytes | bytearray | memoryview) -> Iterator[tuple[int, memoryview]]:
-    """(offset, bytes) of each chunk of ``data``."""
-    for chunk in CHUNKER.cut_buf(data):
-        yield chunk.offset, chunk.data
-
-
 def manifest_of_fd(fd: int) -> tuple[os.stat_result, Manifest]:
-    """Chunk and hash an open regular file. Blocking (~1 GB/s here); the GIL is released
-    while hashing. The returned ``stat`` is the one before reading: the caller compares it
-    with a later ``fstat`` to know whether the file changed meanwhile."""
+    """Chunk and hash an open regular file. Blocking (~1 GB/s here): chunks are cut and hashed
+    on this thread while the whole-file SHA-256 runs on another (hashlib releases the GIL).
+    Reads are positional and buffered, so memory stays small whatever the file's size (an
+    mmap would count the whole file as resident). The returned ``stat`` is the one before
+    reading: the caller compares it with a later ``fstat`` to know whether the file changed."""
     st = os.fstat(fd)
     if st.st_size == 0:
         return st, Manifest(hashlib.sha256().hexdigest(), 0, ())
-    refs: list[ChunkRef] = []
-    with mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ) as mapped:
-        mapped.madvise(mmap.MADV_SEQUENTIAL)
-        with memoryview(mapped) as view, ThreadPoolExecutor(1) as pool:
-            # hashlib releases the GIL: the whole-file hash runs on the other core.
-            whole = pool.submit(_sha256, view)
-            for offset, data in cut(view):
-                with data:
-                    refs.append(ChunkRef(hashlib.sha256(data).hexdigest(), offset, len(data)))
-            digest = whole.result()
+    with ThreadPoolExecutor(1, thread_name_prefix="quantum-whole-hash") as pool:
+        whole = pool.submit(_sha256_fd, fd, st.st_size)
+        refs = [
+            ChunkRef(hashlib.sha256(chunk.data).hexdigest(), chunk.offset, chunk.length)
+            for chunk in CHUNKER.cut_stream(_PositionalReader(fd))
+        ]
+        digest = whole.result()
     return st, Manifest(digest, st.st_size, tuple(refs))
 
 
-def _sha256(view: memoryview) -> str:
+class _PositionalReader:
+    """``readinto`` from an fd with ``preadv``, leaving the fd's own offset alone."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._offset = 0
+
+    def readinto(self, buffer: memoryview) -> int:
+        count = os.preadv(self._fd, [buffer], self._offset)
+        self._offset += count
+        return count
+
+
+def _sha256_fd(fd: int, size: int) -> str:
     digest = hashlib.sha256()
-    for start in range(0, len(view), _HASH_STEP):
-        digest.update(view[start : start + _HASH_STEP])
+    offset = 0
+    while offset < size and (piece := os.pread(fd, _HASH_STEP, offset)):
+        digest.update(piece)
+        offset += len(piece)
     return digest.hexdigest()
 
 
