@@ -183,6 +183,8 @@ class Upload:
     temp: str
     digest: str
     size: int
+    directory_fd: int | None = None
+    """Where ``temp`` is (``None``: the temp area)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,9 +265,7 @@ class Storage:
         with the same preconditions, atomicity and journaling as :meth:`put`."""
         upload = await self._assemble(rel, manifest)
         try:
-            result = await _shielded(
-                self._commit_upload(rel, upload, preconditions, source_client)
-            )
+            result = await _shielded(self._commit_upload(rel, upload, preconditions, source_client))
         finally:
             self.temp.discard(upload.temp)
         entry = self.index.get(rel)
@@ -273,6 +273,22 @@ class Storage:
             await self.chunks.record_live(rel, entry.key, manifest)
             await self.chunks.drop_blobs(ref.hash for ref in manifest.chunks)
         return result
+
+    async def commit_received(
+        self,
+        rel: str,
+        directory_fd: int,
+        name: str,
+        digest: str,
+        size: int,
+        preconditions: Preconditions,
+        source_client: str | None,
+    ) -> Result:
+        """Commit a file received elsewhere on root's filesystem (``name`` in the directory
+        ``directory_fd``, fsync'd, whose SHA-256 is ``digest``) exactly like :meth:`put`: it is
+        renamed into place, so on success it is gone from ``directory_fd``."""
+        upload = Upload(name, digest, size, directory_fd)
+        return await _shielded(self._commit_upload(rel, upload, preconditions, source_client))
 
     async def _assemble(self, rel: str, manifest: Manifest) -> Upload:
         sources = await self._sources_of(rel, manifest)
@@ -343,7 +359,8 @@ class Storage:
             preconditions.check(current)
             if current is not None and current.is_dir:
                 raise errors.conflict(f"{rel!r} is a directory", "is_directory")
-            st, existed = await asyncio.to_thread(self._install, rel, upload.temp)
+            source_fd = self.temp.fd if upload.directory_fd is None else upload.directory_fd
+            st, existed = await asyncio.to_thread(self._install, rel, upload.temp, source_fd)
             self.hashes.put(StatKey.of(st), upload.digest)
             await self.recorder.ensure_directories(ancestors(rel), source_client, "api")
             known = self.index.get(rel)
@@ -354,7 +371,7 @@ class Storage:
             await self.recorder.record(operation, source_client, "api")
             return Result(created=not existed, metadata=metadata)
 
-    def _install(self, rel: str, temp: str) -> tuple[os.stat_result, bool]:
+    def _install(self, rel: str, temp: str, source_fd: int) -> tuple[os.stat_result, bool]:
         with _write_errors(rel), self.root.open_directory(parent(rel), create=True) as directory:
             target = name(rel)
             try:
@@ -365,7 +382,7 @@ class Storage:
                 if stat.S_ISDIR(before.st_mode):
                     raise errors.conflict(f"{rel!r} is a directory", "is_directory")
                 existed = stat.S_ISREG(before.st_mode)
-            os.rename(temp, target, src_dir_fd=self.temp.fd, dst_dir_fd=directory.fd)
+            os.rename(temp, target, src_dir_fd=source_fd, dst_dir_fd=directory.fd)
             os.fsync(directory.fd)
             return os.stat(target, dir_fd=directory.fd, follow_symlinks=False), existed
 
