@@ -15,9 +15,11 @@ from tests.file_sync.conftest import RunningQuantum, StartQuantum, file_sync_con
 MAX_EXAMPLES = 20
 
 
-@schemathesis.serializer(RECORDS_MEDIA_TYPE)
-def _chunk_records(_ctx: object, value: object) -> bytes:
-    """Generated chunk-record bodies: whatever bytes hypothesis made (mostly malformed)."""
+@schemathesis.serializer(
+    RECORDS_MEDIA_TYPE, "application/partial-upload", "application/offset+octet-stream"
+)
+def _binary_bodies(_ctx: object, value: object) -> bytes:
+    """Generated chunk-record and upload bodies: whatever bytes hypothesis made."""
     return value if isinstance(value, bytes) else str(value).encode()
 
 
@@ -42,6 +44,8 @@ def test_the_document_is_openapi_3_1_and_describes_every_endpoint(server: Runnin
         "/api/chunks",
         "/api/chunks/missing",
         "/api/chunks/get",
+        "/api/uploads",
+        "/api/uploads/{id}",
         "/api/openapi.json",
     }
     assert set(document["paths"]["/api/files/{path}"]) >= {"get", "head", "put", "delete"}
@@ -66,6 +70,9 @@ def test_api_conforms_to_its_openapi_document(server: RunningQuantum) -> None:
         "POST /api/chunks",
         "POST /api/chunks/missing",
         "POST /api/chunks/get",
+        "POST /api/uploads",
+        "PATCH /api/uploads/{id}",
+        "DELETE /api/uploads/{id}",
     }
     for operation in operations:
 

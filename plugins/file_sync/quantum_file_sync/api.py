@@ -27,7 +27,9 @@ from quantum_file_sync.metadata import HashCache, StatKey, file_metadata
 from quantum_file_sync.operations import FileMetadata
 from quantum_file_sync.paths import PathError, SafeRoot
 from quantum_file_sync.recorder import FileMetrics
+from quantum_file_sync.resumable import ResumableUploads
 from quantum_file_sync.storage import Preconditions, Storage
+from quantum_file_sync.upload_store import UploadStore
 
 PREFIX = "/api"
 FILES = "/files/"
@@ -64,6 +66,7 @@ class FileApi:
         enable_upload: bool,
         max_upload_size: int,
         openapi: Mapping[str, Any],
+        uploads: UploadStore | None = None,
     ) -> None:
         self.root = root
         self.storage = storage
@@ -73,6 +76,15 @@ class FileApi:
         self.enable_upload = enable_upload
         self.max_upload_size = max_upload_size
         self.blocks = BlockApi(storage.chunks, metrics)
+        self.uploads: ResumableUploads | None = None
+        if uploads is not None:
+            self.uploads = ResumableUploads(
+                store=uploads,
+                storage=storage,
+                enable_upload=enable_upload,
+                max_upload_size=max_upload_size,
+                on_received=metrics.bytes_uploaded.inc,
+            )
         self._openapi = json.dumps(openapi, separators=(",", ":")).encode()
         self._routes: dict[str, dict[str, Endpoint]] = {
             "/list": {hdrs.METH_GET: self.list_files, hdrs.METH_HEAD: self.list_files},
@@ -108,7 +120,14 @@ class FileApi:
             code = _STATUS_CODES.get(error.status, "error")
             return error_response(error.status, code, error.reason)
 
+    def describe_options(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Add what ``OPTIONS`` of an endpoint announces (tus discovery on ``/api/uploads``)."""
+        if self.uploads is not None and self.uploads.owns(request) and response.status == 204:
+            self.uploads.describe(response)
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if self.uploads is not None and self.uploads.owns(request):
+            return await self.uploads.handle(request, _source_client(request))
         route = request.rel_url.raw_path[len(PREFIX) :]
         method = request.method
         if route.startswith(FILES):
@@ -226,10 +245,7 @@ class FileApi:
                 rel, manifest, preconditions, _source_client(request)
             )
         else:
-            if (
-                request.content_length is not None
-                and request.content_length > self.max_upload_size
-            ):
+            if request.content_length is not None and request.content_length > self.max_upload_size:
                 raise ApiError(
                     413, "too_large", f"uploads are limited to {self.max_upload_size} bytes"
                 )

@@ -37,6 +37,7 @@ from quantum_file_sync.options import (
 from quantum_file_sync.paths import SafeRoot
 from quantum_file_sync.recorder import FileMetrics, Recorder
 from quantum_file_sync.storage import Storage, TempArea, TreeLocks
+from quantum_file_sync.upload_store import UploadStore
 from quantum_file_sync.watcher import RESTART_DELAY, DiskWatcher
 from quantum_file_sync.ws import WsManager, WsSettings
 
@@ -94,6 +95,7 @@ class SyncEngine:
         self.index: Index
         self.storage: Storage
         self.chunks: ChunkStore
+        self.uploads: UploadStore
         self.ws: WsManager
         self._authenticators: list[Authenticate] = []
         self._cleanups: list[Cleanup] = []
@@ -166,6 +168,10 @@ class SyncEngine:
         unfollow = changelog.listen(lambda event: chunks.follow(event.operation))
         self._on_close(lambda: _call(unfollow))
         self.storage = Storage(root, index, self.hashes, locks, temp, recorder, chunks)
+        self.uploads = uploads = UploadStore(root, settings.uploads.expire)
+        await asyncio.to_thread(uploads.open)
+        reaping = asyncio.get_running_loop().create_task(_reap_uploads(uploads, self.logger))
+        self._on_close(lambda: _cancel(reaping))
 
         self.ws = self._ws_manager(changelog, registry)
         await self.ws.start()
@@ -436,6 +442,21 @@ class LeasedWatch:
 
 async def _call(step: Callable[[], None]) -> None:
     step()
+
+
+async def _reap_uploads(uploads: UploadStore, logger: Any) -> None:
+    """Remove expired resumable uploads, checking a few times per ``expire`` (at most every
+    5 min, at least every 0.5 s)."""
+    interval = min(max(uploads.expire / 4, 0.5), 300.0)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            removed = await uploads.reap()
+        except OSError:
+            logger.exception("could not reap expired uploads")
+            continue
+        if removed:
+            logger.info("expired uploads removed", count=len(removed))
 
 
 async def _keep_saved(index: Index, path: Path) -> None:

@@ -84,6 +84,7 @@ class FileSyncHandler(Handler):
             enable_upload=settings.enable_upload,
             max_upload_size=settings.max_upload_size,
             openapi=openapi.document(auth=self.auth is not None),
+            uploads=engine.uploads,
         )
         if settings.metrics_path:
             ctx.add_route([settings.metrics_path], self)
@@ -128,7 +129,9 @@ class FileSyncHandler(Handler):
         if not self.origins.allows(request):
             return forbidden_origin()
         if request.method == hdrs.METH_OPTIONS:
-            return self.origins.preflight(request)
+            preflight = self.origins.preflight(request)
+            self.api.describe_options(request, preflight)
+            return preflight
         public = self.api.is_public(request)
         if self.auth is not None and not public and not self.auth.check(request_token(request)):
             response: web.StreamResponse = unauthorized()

@@ -267,6 +267,147 @@ _BLOCK_SCHEMAS: dict[str, Any] = {
 }
 
 
+def _upload_paths(*, auth: bool) -> dict[str, Any]:
+    """Resumable uploads (quantum_file_sync.resumable): the IETF draft and tus 1.0."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    problem_or_error = {
+        "application/json": {"schema": {"$ref": _REF + "Error"}},
+        "application/problem+json": {"schema": {"$ref": _REF + "UploadProblem"}},
+    }
+
+    def error(description: str) -> dict[str, Any]:
+        return {"description": description, "content": problem_or_error}
+
+    state = {
+        name: {"schema": {"type": "string"}, "description": description}
+        for name, description in (
+            ("Upload-Offset", "bytes received (durably) so far"),
+            ("Upload-Complete", "?1 once complete, else ?0"),
+            ("Upload-Limit", "max-size=N, max-age=SECONDS"),
+        )
+    }
+    common = {
+        **_errors(400, 401, 404, auth=auth),
+        "412": _error("unsupported Tus-Resumable version (with Tus-Version)"),
+        "423": _error("another server is receiving this upload (`upload_busy`)"),
+    }
+    done = {
+        "200": _json("Metadata", "complete: the file replaced the one at the target"),
+        "201": _json("Metadata", "complete: the file was created at the target"),
+        "204": {"description": "appended (or complete, for tus)", "headers": state},
+    }
+    writes = {
+        "403": _error("read-only server, or a reserved target"),
+        "409": error("wrong Upload-Offset (`offset_mismatch`, expected one in Upload-Offset)"),
+        "412": _error("If-Match / If-None-Match given at creation failed at commit"),
+        "413": _error("over max_upload_size (with Upload-Limit)"),
+        "422": _error("the upload's SHA-256 is not the one announced (`hash_mismatch`)"),
+        "400": error("bad header, path or length (`inconsistent_length`, `upload_completed`)"),
+    }
+    upload_id = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "the upload's id (from Location)",
+    }
+    tus = _header("Tus-Resumable", "1.0.0 for tus requests")
+    return {
+        "/api/uploads": {
+            "post": {
+                "summary": "Create a resumable upload for the file at `path` (IETF draft / tus)",
+                "description": "IETF: `Upload-Complete` (and, to get a 104 with the Location "
+                "first, `Upload-Draft-Interop-Version: 8`); tus: `Tus-Resumable`, "
+                "`Upload-Length`, `Upload-Metadata` (path, filename, sha256). See docs/api.md.",
+                "parameters": [
+                    {"name": "path", "in": "query", "schema": {"type": "string"}},
+                    tus,
+                    _header("Upload-Complete", "?0 or ?1 (IETF draft)"),
+                    _header("Upload-Length", "the whole upload's size"),
+                    _header("Upload-Metadata", "tus: key base64, … (path, filename, sha256)"),
+                    _header("Repr-Digest", "sha-256=:BASE64: checked before the commit"),
+                    _header("If-Match", '"<sha256>": checked at commit'),
+                    _header("If-None-Match", "*: checked at commit"),
+                    _header("X-Quantum-Client", "becomes `source_client` of the broadcast"),
+                ],
+                "requestBody": {"required": False, "content": {"application/octet-stream": binary}},
+                "responses": {
+                    **done,
+                    "201": {
+                        "description": "created (Location), or complete at once",
+                        "headers": {"Location": {"schema": {"type": "string"}}, **state},
+                        "content": {"application/json": {"schema": {"$ref": _REF + "Metadata"}}},
+                    },
+                    **common,
+                    **writes,
+                },
+            },
+            "options": {
+                "summary": "tus discovery (Tus-Version, Tus-Extension, Tus-Max-Size, …)",
+                "security": [],
+                "responses": {"204": {"description": "the capabilities, in headers"}},
+            },
+        },
+        "/api/uploads/{id}": {
+            "parameters": [upload_id],
+            "head": {
+                "summary": "The upload's offset, completeness, length and limits",
+                "parameters": [tus],
+                "responses": {"204": {"description": "its state", "headers": state}, **common},
+            },
+            "patch": {
+                "summary": "Append at `Upload-Offset` (completes with `Upload-Complete: ?1`, or "
+                "for tus when the length is reached)",
+                "parameters": [
+                    tus,
+                    _header("Upload-Offset", "where the body goes: the current offset"),
+                    _header("Upload-Complete", "?1: this body ends the upload (IETF draft)"),
+                    _header("Upload-Checksum", "tus: ALGORITHM BASE64 of this body"),
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/partial-upload": binary,
+                        "application/offset+octet-stream": binary,
+                    },
+                },
+                "responses": {
+                    **done,
+                    **common,
+                    **writes,
+                    "415": _error("not application/partial-upload nor offset+octet-stream"),
+                    "460": _error("tus Upload-Checksum mismatch: nothing of the body was kept"),
+                },
+            },
+            "delete": {
+                "summary": "Cancel the upload",
+                "parameters": [tus],
+                "responses": {
+                    "204": {"description": "cancelled"},
+                    **common,
+                    "403": _error("read-only server"),
+                },
+            },
+        },
+    }
+
+
+_UPLOAD_SCHEMAS: dict[str, Any] = {
+    "UploadProblem": {
+        "type": "object",
+        "required": ["type", "title", "error", "code"],
+        "properties": {
+            "type": {"type": "string", "description": "the draft's problem type URI"},
+            "title": {"type": "string"},
+            "error": {"type": "string"},
+            "code": {"type": "string"},
+            "expected-offset": {"type": "integer", "minimum": 0},
+            "provided-offset": {"type": "integer", "minimum": 0},
+        },
+    },
+}
+
+
 def _header(name: str, description: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -495,9 +636,10 @@ def document(*, auth: bool, version: str = "0.1.0") -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": {**_SCHEMAS, **_BLOCK_SCHEMAS}},
+        "components": {"schemas": {**_SCHEMAS, **_BLOCK_SCHEMAS, **_UPLOAD_SCHEMAS}},
     }
     doc["paths"].update(_block_paths(auth=auth))
+    doc["paths"].update(_upload_paths(auth=auth))
     if auth:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]

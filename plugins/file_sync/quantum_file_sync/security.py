@@ -23,11 +23,19 @@ from aiohttp import hdrs, web
 from quantum_file_sync.errors import error_response
 from quantum_file_sync.options import AuthSettings
 
-ALLOWED_METHODS = "GET, HEAD, PUT, DELETE, POST, OPTIONS"
+ALLOWED_METHODS = "GET, HEAD, PUT, DELETE, POST, PATCH, OPTIONS"
 ALLOWED_HEADERS = (
-    "Authorization, Content-Type, If-Match, If-None-Match, If-Range, Range, X-Quantum-Client"
+    "Authorization, Content-Type, If-Match, If-None-Match, If-Range, Range, X-Quantum-Client, "
+    # resumable uploads (/api/uploads): the IETF draft and tus
+    "Upload-Complete, Upload-Offset, Upload-Length, Upload-Draft-Interop-Version, Repr-Digest, "
+    "Tus-Resumable, Upload-Metadata, Upload-Checksum"
 )
-EXPOSED_HEADERS = "ETag, Content-Range, Accept-Ranges, Content-Length, WWW-Authenticate"
+EXPOSED_HEADERS = (
+    "ETag, Content-Range, Accept-Ranges, Content-Length, WWW-Authenticate, Location, "
+    "Upload-Complete, Upload-Offset, Upload-Length, Upload-Limit, Upload-Expires, "
+    "Upload-Draft-Interop-Version, Upload-Metadata, Tus-Resumable, Tus-Version, Tus-Extension, "
+    "Tus-Max-Size, Tus-Checksum-Algorithm"
+)
 PREFLIGHT_MAX_AGE = "600"
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
