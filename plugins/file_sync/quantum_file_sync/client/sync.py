@@ -632,6 +632,9 @@ class _Engine:
             if key is None:
                 touched.update(e.path for e in self.db.descendants(rel))
             elif key.is_dir and change == _ADDED:
+                # It may have taken the place of a directory renamed away: the watcher names
+                # neither the old tracked entries below it nor the new ones.
+                touched.update(e.path for e in self.db.descendants(rel))
                 touched.update(await asyncio.to_thread(self.local.walk_dir, rel))
         vanished = {
             p: e for p in touched if (e := self.db.get(p)) is not None and not self.local.exists(p)
