@@ -76,6 +76,14 @@ class Source:
     """The live file's relative path, or ``None`` for a blob."""
 
 
+_SUBTREE = "(path = ? OR (path > ? AND path < ?))"
+"""A path and everything below it, as a range the primary key / path index answers."""
+
+
+def _subtree(rel: str) -> tuple[str, str, str]:
+    return (rel, rel + "/", rel + "0")  # "0" is the character after "/"
+
+
 def pack(chunks: Sequence[ChunkRef]) -> bytes:
     return b"".join(_PACKED.pack(bytes.fromhex(c.hash), c.size) for c in chunks)
 
@@ -284,27 +292,21 @@ class ChunkStore:
             )
 
     def _forget_live(self, rel: str) -> None:
-        below = rel + "/"
         with self.db:
             self.db.execute("BEGIN")
             for table in ("files", "locations"):
-                self.db.execute(
-                    f"DELETE FROM {table} WHERE path = ? OR substr(path, 1, ?) = ?",
-                    (rel, len(below), below),
-                )
+                self.db.execute(f"DELETE FROM {table} WHERE {_SUBTREE}", _subtree(rel))
 
     def _rename(self, source: str, target: str) -> None:
         """Re-key what is known under ``source`` to ``target``: a rename keeps the stat
         identity, so the manifests stay valid and a renamed file is not cut again."""
         self._forget_live(target)
-        below = source + "/"
         with self.db:
             self.db.execute("BEGIN")
             for table in ("files", "locations"):
                 self.db.execute(
-                    f"UPDATE OR REPLACE {table} SET path = ? || substr(path, ?) "
-                    "WHERE path = ? OR substr(path, 1, ?) = ?",
-                    (target, len(source) + 1, source, len(below), below),
+                    f"UPDATE OR REPLACE {table} SET path = ? || substr(path, ?) WHERE {_SUBTREE}",
+                    (target, len(source) + 1, *_subtree(source)),
                 )
 
     async def _warm(self) -> None:
