@@ -404,6 +404,43 @@ def test_a_client_that_disconnects_mid_patch_keeps_what_was_received(
     assert (server.root / target).read_bytes() == data
 
 
+def test_a_new_request_stops_an_append_still_in_flight(server: RunningQuantum) -> None:
+    """The draft's recommended concurrency rule: a client that gave up on a PATCH and asks
+    again gets the offset of what arrived, and the old request is stopped."""
+    data = os.urandom(3 * MiB)
+    target = "bad/superseded.bin"
+    location = create_tus(server, target, len(data))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stale:
+        stale.sendall(
+            f"PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+            "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data[: MiB + MiB // 2]
+        )
+        wait_until(lambda: record_of(server, location)["offset"] >= MiB, what="a durable MiB")
+        offset = offset_of(server, location)  # stops the stale PATCH, which keeps what it got
+        assert MiB <= offset <= MiB + MiB // 2
+        answer = stale.recv(65536)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 409 "), answer
+    assert offset_of(server, location) == offset
+    assert patch_tus(server, location, offset, data[offset:]).status == 204
+    assert (server.root / target).read_bytes() == data
+
+
+def test_uploads_need_the_token_when_auth_is_on(start_quantum: StartQuantum) -> None:
+    server = start_quantum(file_sync_config(enable_upload=True, auth={"tokens": ["s3cret"]}))
+    create = {**TUS, "Upload-Length": "2", "Upload-Metadata": f"path {b64('auth.txt')}"}
+    reply = http("POST", server.url + "/api/uploads", headers=create)
+    assert (reply.status, reply.json()["code"]) == (401, "unauthorized")
+    bearer = {"Authorization": "Bearer s3cret"}
+    reply = http("POST", server.url + "/api/uploads", headers={**create, **bearer})
+    assert reply.status == 201
+    location = reply.header("Location") or ""
+    assert http("HEAD", server.url + location, headers=TUS).status == 401
+    assert patch_tus(server, location, 0, b"ok", **bearer).status == 204
+    assert (server.root / "auth.txt").read_bytes() == b"ok"
+
+
 def test_bad_requests(server: RunningQuantum) -> None:
     url = server.url + "/api/uploads"
     location = create_tus(server, "bad/typed.bin", 4)

@@ -89,6 +89,7 @@ class UploadStore:
         self.base: Path = root.path.joinpath(*UPLOADS_DIR)
         self.expire = expire
         self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
         self._appending: dict[str, asyncio.Task[Any]] = {}
 
     # -- lifecycle (blocking) ------------------------------------------------------------------
@@ -169,6 +170,7 @@ class UploadStore:
         if running is not None:
             running.cancel()
         lock = self._locks.setdefault(upload_id, asyncio.Lock())
+        self._users[upload_id] = self._users.get(upload_id, 0) + 1
         try:
             async with lock:
                 fd, record = await asyncio.to_thread(self._lock_and_load, upload_id)
@@ -177,7 +179,9 @@ class UploadStore:
                 finally:
                     os.close(fd)  # releases the flock
         finally:
-            if not lock.locked() and self._locks.get(upload_id) is lock:
+            self._users[upload_id] -= 1
+            if not self._users[upload_id]:  # nobody holds or awaits the lock
+                del self._users[upload_id]
                 del self._locks[upload_id]
 
     def _lock_and_load(self, upload_id: str) -> tuple[int, UploadRecord]:
@@ -227,9 +231,8 @@ class UploadStore:
         for name in names:
             if not _ID.fullmatch(name) or name in self._appending:
                 continue
-            lock = self._locks.get(name)
-            if lock is not None and lock.locked():
-                continue
+            if name in self._users:
+                continue  # a request is using it
             try:
                 async with self.exclusive(name) as upload:
                     if self.expires_at(upload.record) <= now:
