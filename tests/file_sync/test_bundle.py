@@ -253,6 +253,19 @@ def test_the_decoder_refuses_malformed_bundles(body: bytes) -> None:
         BundleDecoder(max_file_size=10).feed(body)
 
 
+@pytest.mark.parametrize(
+    "path", ["dir/a b.txt", 'quote"d', "back\\slash", "caf\u00e9", "tab\there", "del\x7f", "\u2028"]
+)
+def test_file_headers_are_the_json_line_of_their_fields(path: str) -> None:
+    header = file_header(path, 12, "ab" * 32)
+    assert header.endswith(b"\n") and b"\n" not in header[:-1]
+    assert json.loads(header) == {"path": path, "size": 12, "hash": "ab" * 32}
+    assert header == (
+        json.dumps({"path": path, "size": 12, "hash": "ab" * 32}, separators=(",", ":")).encode()
+        + b"\n"
+    )
+
+
 def test_a_bundle_without_its_end_record_was_cut_short() -> None:
     decoder = BundleDecoder(max_file_size=10)
     assert decoder.feed(file_header("a", 3, sha(b"abc")) + b"ab") == []

