@@ -18,10 +18,10 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from quantum_file_sync.client.merge import Version
 
@@ -42,6 +42,23 @@ CREATE TABLE IF NOT EXISTS entries (
     inode INTEGER NOT NULL,
     seq INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- The local chunk index (chunk_index.py): where each chunk of a local file is, valid only
+-- while the file keeps the stat identity it had when it was cut.
+CREATE TABLE IF NOT EXISTS chunk_files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    hash BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunk_locations (
+    path TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    chunk BLOB NOT NULL,
+    PRIMARY KEY (path, offset)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunk_locations_by_chunk ON chunk_locations (chunk);
 """
 
 
@@ -137,6 +154,14 @@ class StateDB:
         self._begin()
         self._db.execute(sql, params)
 
+    def write_rows(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        """Run ``sql`` once per row, in the current batch (tables of :mod:`chunk_index`)."""
+        self._begin()
+        self._db.executemany(sql, rows)
+
+    def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, params).fetchall()
+
     # --- meta ------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -196,6 +221,10 @@ class StateDB:
     def take_unsynced(self) -> list[BaseEntry]:
         taken, self._unsynced = self._unsynced, []
         return taken
+
+    def untake_unsynced(self, entries: list[BaseEntry]) -> None:
+        """Give back entries of :meth:`take_unsynced` whose flush did not complete."""
+        self._unsynced[:0] = entries
 
     def write_synced(self, entries: list[BaseEntry]) -> None:
         """Write the rows of :meth:`take_unsynced` entries that are still current."""

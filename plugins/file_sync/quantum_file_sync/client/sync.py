@@ -350,6 +350,7 @@ class _Engine:
     async def _run_once(self) -> None:
         self.scheduler.start()
         self._spawn(self._scheduler_failure(), "scheduler")
+        self._spawn(self._flush_loop(), "flusher")  # the disk works while the pass goes on
         cursor = self.db.cursor
         listing = self.options.initial_sync or cursor is None
         if cursor is not None and not listing:
@@ -795,7 +796,11 @@ class _Engine:
         """Make downloaded files durable, then record their bases and the cursor."""
         written = self.db.take_unsynced()
         if written:
-            await asyncio.to_thread(flush_to_disk, self.root, [e.path for e in written])
+            try:
+                await asyncio.to_thread(flush_to_disk, self.root, [e.path for e in written])
+            except BaseException:
+                self.db.untake_unsynced(written)  # flushed (and recorded) by a later flush
+                raise
             self.db.write_synced(written)
         if cursor is not None:
             self.db.cursor = cursor
