@@ -186,6 +186,14 @@ def test_a_reload_mid_upload_resumes_when_the_file_is_picked_again(
     pick(page, source)
     record = stored_upload_of(page, "movie.bin")
     assert record["size"] == BIG
+    row = transfer_row(page, "movie.bin")
+    progress = row.get_by_role("progressbar", name="Upload of movie.bin")
+    wait_for(
+        lambda: 0 < float(progress.evaluate("bar => bar.value / bar.max")) < 1,
+        30,
+        "partial upload progress",
+    )
+    expect(row.locator(".transfer-status")).to_contain_text("%")
     wait_for(
         lambda: (upload_offset(server, record["url"]) or 0) > 0,
         30,

@@ -159,6 +159,7 @@ export class Transfers {
       setTimeout(() => this.#remove(transfer), DONE_LINGER_MS);
     } catch (error) {
       transfer.conflict = error.status === 412;
+      this.#active.delete(transfer); // before #remove, which keeps rows of active transfers
       if (error.code === "aborted") this.#remove(transfer);
       else this.#setState(transfer, "error", describe(error, transfer.precondition));
     } finally {
