@@ -151,21 +151,6 @@ def landed(server: SyncServer, name: str, digest: str) -> Callable[[], bool]:
 
 
 @pytest.fixture
-def server(start_server: Callable[..., SyncServer]) -> SyncServer:
-    started = start_server()
-    request = urllib.request.Request(f"{started.url}/api/uploads", method="OPTIONS")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            tus_version = response.headers.get("Tus-Version")
-    except urllib.error.HTTPError as error:
-        with error:
-            tus_version = error.headers.get("Tus-Version")
-    if not tus_version:
-        pytest.skip("this server has no resumable uploads (OPTIONS /api/uploads: no Tus-Version)")
-    return started
-
-
-@pytest.fixture
 def big_file(tmp_path: Path) -> tuple[Path, str]:
     source = tmp_path / "upload-source" / "movie.bin"
     source.parent.mkdir()
