@@ -31,7 +31,7 @@ from tests.support.waiting import wait_until
 
 MiB = 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
-IETF = {"Upload-Draft-Interop-Version": "8"}
+IETF = {"Upload-Draft-Interop-Version": "9"}
 PROBLEMS = "https://iana.org/assignments/http-problem-types#"
 
 
@@ -143,7 +143,7 @@ def test_tuspy_uploads_a_multi_mib_file_unmodified(
     assert reply.header("Upload-Complete") == "?1"
 
 
-def test_tus_discovery_with_options(server: RunningQuantum) -> None:
+def test_discovery_with_options(server: RunningQuantum) -> None:
     reply = http("OPTIONS", server.url + "/api/uploads")
     assert reply.status == 204
     assert reply.header("Tus-Version") == "1.0.0"
@@ -151,7 +151,7 @@ def test_tus_discovery_with_options(server: RunningQuantum) -> None:
     assert {"creation", "checksum", "termination"} <= set(extensions)
     assert reply.header("Tus-Max-Size") == str(16 * MiB)
     assert "sha1" in (reply.header("Tus-Checksum-Algorithm") or "").split(",")
-    assert "application/partial-upload" in (reply.header("Accept-Patch") or "")
+    assert "max-size=" in (reply.header("Upload-Limit") or "")  # the draft's discovery
 
 
 def test_tus_checksum_mismatch_is_460_and_keeps_nothing_of_the_body(
@@ -248,7 +248,7 @@ def test_ietf_careful_upload_in_parts(server: RunningQuantum) -> None:
 def test_ietf_104_only_for_the_interop_version(server: RunningQuantum) -> None:
     request = (
         b"POST /api/uploads?path=ietf/informational.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Upload-Complete: ?0\r\nUpload-Draft-Interop-Version: 8\r\nContent-Length: 0\r\n\r\n"
+        b"Upload-Complete: ?0\r\nUpload-Draft-Interop-Version: 9\r\nContent-Length: 0\r\n\r\n"
     )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request)
@@ -259,7 +259,7 @@ def test_ietf_104_only_for_the_interop_version(server: RunningQuantum) -> None:
             received += chunk
     interim, _, final = received.partition(b"\r\n\r\n")
     assert interim.startswith(b"HTTP/1.1 104 Upload Resumption Supported\r\n")
-    assert b"\r\nUpload-Draft-Interop-Version: 8" in interim
+    assert b"\r\nUpload-Draft-Interop-Version: 9" in interim
     location = [line for line in interim.split(b"\r\n") if line.startswith(b"Location: ")]
     assert location and location[0].startswith(b"Location: /api/uploads/")
     assert final.startswith(b"HTTP/1.1 201 ")
@@ -317,26 +317,34 @@ def test_patch_at_a_wrong_offset_is_409_with_the_expected_offset(server: Running
     assert offset_of(server, location) == 5
 
 
-def test_patch_after_completion_is_refused(server: RunningQuantum) -> None:
-    location = create_tus(server, "bad/finished.txt", 3)
-    assert patch_tus(server, location, 0, b"abc").status == 204
+def test_patch_after_completion(server: RunningQuantum) -> None:
+    """More bytes are refused; an empty completing PATCH (a client that missed the final
+    answer) gets the final answer again, and nothing is journaled twice."""
+    created = http(
+        "POST", f"{server.url}/api/uploads?path=bad/finished.txt", headers={"Upload-Complete": "?0"}
+    )
+    location = created.header("Location") or ""
+    ietf = {"Content-Type": "application/partial-upload", "Upload-Complete": "?1"}
+    first = http("PATCH", server.url + location, b"abc", {**ietf, "Upload-Offset": "0"})
+    assert first.status == 201
     seq = changes(server)["seq"]
-    for body, code in ((b"more", "inconsistent_length"), (b"", "upload_completed")):
-        reply = http(
-            "PATCH",
-            server.url + location,
-            body,
-            {
-                "Content-Type": "application/partial-upload",
-                "Upload-Offset": "3",
-                "Upload-Complete": "?1",
-            },
-        )
-        assert reply.status == 400
-        assert reply.json()["code"] == code
-        assert reply.header("Upload-Complete") == "?1"
+    reply = http("PATCH", server.url + location, b"more", {**ietf, "Upload-Offset": "3"})
+    assert (reply.status, reply.json()["code"]) == (400, "inconsistent_length")
+    assert reply.json()["type"] == PROBLEMS + "inconsistent-upload-length"
+    assert reply.header("Upload-Complete") == "?0"
+    again = http("PATCH", server.url + location, b"", {**ietf, "Upload-Offset": "3"})
+    assert again.status == 201
+    assert again.header("Upload-Complete") == "?1"
+    assert again.json() == first.json()
+    assert http("PATCH", server.url + location, b"", {**ietf, "Upload-Offset": "0"}).status == 409
     assert (server.root / "bad" / "finished.txt").read_bytes() == b"abc"
     assert changes(server, seq)["operations"] == []
+    probe = http("GET", server.url + location)  # GET retrieves the offset like HEAD
+    assert (probe.status, probe.header("Upload-Offset"), probe.header("Upload-Complete")) == (
+        204,
+        "3",
+        "?1",
+    )
 
 
 @pytest.mark.parametrize("protocol", ["tus", "ietf"])

@@ -302,7 +302,7 @@ def _upload_paths(*, auth: bool) -> dict[str, Any]:
         "412": _error("If-Match / If-None-Match given at creation failed at commit"),
         "413": _error("over max_upload_size (with Upload-Limit)"),
         "422": _error("the upload's SHA-256 is not the one announced (`hash_mismatch`)"),
-        "400": error("bad header, path or length (`inconsistent_length`, `upload_completed`)"),
+        "400": error("bad header, path or length (`inconsistent_length`)"),
     }
     upload_id = {
         "name": "id",
@@ -317,7 +317,7 @@ def _upload_paths(*, auth: bool) -> dict[str, Any]:
             "post": {
                 "summary": "Create a resumable upload for the file at `path` (IETF draft / tus)",
                 "description": "IETF: `Upload-Complete` (and, to get a 104 with the Location "
-                "first, `Upload-Draft-Interop-Version: 8`); tus: `Tus-Resumable`, "
+                "first, `Upload-Draft-Interop-Version: 9`); tus: `Tus-Resumable`, "
                 "`Upload-Length`, `Upload-Metadata` (path, filename, sha256). See docs/api.md.",
                 "parameters": [
                     {"name": "path", "in": "query", "schema": {"type": "string"}},
@@ -352,6 +352,11 @@ def _upload_paths(*, auth: bool) -> dict[str, Any]:
             "parameters": [upload_id],
             "head": {
                 "summary": "The upload's offset, completeness, length and limits",
+                "parameters": [tus],
+                "responses": {"204": {"description": "its state", "headers": state}, **common},
+            },
+            "get": {
+                "summary": "The same as HEAD (the draft allows GET for offset retrieval)",
                 "parameters": [tus],
                 "responses": {"204": {"description": "its state", "headers": state}, **common},
             },

@@ -1,8 +1,8 @@
 """Resumable uploads on ``/api/uploads``: the IETF draft and tus 1.0 on one upload store.
 
 - IETF HTTP WG *Resumable Uploads for HTTP* (draft-ietf-httpbis-resumable-upload, interop
-  version 8): ``POST`` with ``Upload-Complete`` creates an upload (``104`` with the ``Location``
-  first when the request names interop version 8), ``HEAD`` reports ``Upload-Offset`` /
+  version 9): ``POST`` with ``Upload-Complete`` creates an upload (``104`` with the ``Location``
+  first when the request names interop version 9), ``HEAD`` (or ``GET``) reports ``Upload-Offset`` /
   ``Upload-Complete`` / ``Upload-Length`` / ``Upload-Limit``, ``PATCH`` with
   ``application/partial-upload`` appends, ``DELETE`` cancels; errors of the draft's problem
   types are ``application/problem+json`` that also carry ``error`` and ``code``.
@@ -45,7 +45,7 @@ from quantum_file_sync.upload_store import (
 )
 
 ROUTE = "/api/uploads"
-INTEROP_VERSION = "8"
+INTEROP_VERSION = "9"
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
 CHECKSUMS: Mapping[str, Callable[[], Any]] = {
@@ -133,6 +133,9 @@ class ResumableUploads:
             response = error.response()
         except paths.PathError as error:
             response = errors.error_response(error.status, error.code, error.message)
+        if response.status >= 400 and request.method in (hdrs.METH_POST, hdrs.METH_PATCH):
+            # ?0: an error of the upload protocol (resumable), not the result of processing it
+            response.headers.setdefault(UPLOAD_COMPLETE, "?0")
         response.headers[TUS_RESUMABLE] = TUS_VERSION
         response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
         return response
@@ -146,7 +149,6 @@ class ResumableUploads:
                 "Tus-Extension": TUS_EXTENSIONS,
                 "Tus-Max-Size": str(self.max_upload_size),
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
-                "Accept-Patch": f"{PARTIAL_UPLOAD}, {TUS_CONTENT}",
                 UPLOAD_LIMIT: self._limits(None),
             }
         )
@@ -162,13 +164,14 @@ class ResumableUploads:
             return await self.create(request, source_client)
         upload_id = path[len(ROUTE) + 1 :]
         endpoints: dict[str, Callable[[web.Request, str], Awaitable[web.StreamResponse]]] = {
+            hdrs.METH_GET: self.status,
             hdrs.METH_HEAD: self.status,
             hdrs.METH_PATCH: self.append,
             hdrs.METH_DELETE: self.cancel,
         }
         endpoint = endpoints.get(request.method)
         if endpoint is None:
-            raise _not_allowed("DELETE, HEAD, PATCH")
+            raise _not_allowed("DELETE, GET, HEAD, PATCH")
         return await endpoint(request, upload_id)
 
     def _require_upload(self) -> None:
@@ -258,8 +261,10 @@ class ResumableUploads:
         checksum = _checksum(request)
         async with self.store.exclusive(upload_id) as upload:
             record = upload.record
-            if record.complete:
-                raise self._completed(record, empty=not _has_body(request))
+            if record.complete and offset == record.offset and not _has_body(request):
+                return self._replay(record)  # the client may have missed the final answer
+            if record.complete and _has_body(request):
+                raise _inconsistent_length("the upload is already complete")
             if offset != record.offset:
                 raise Problem(
                     409,
@@ -392,7 +397,7 @@ class ResumableUploads:
         done = {UPLOAD_COMPLETE: "?1", UPLOAD_OFFSET: str(size)}
         if record.length is not None and size != record.length:
             raise _inconsistent_length(
-                f"completed at {size} bytes, but the upload's length is {record.length}", done
+                f"completed at {size} bytes, but the upload's length is {record.length}"
             )
         known = self._hashers.pop(record.id, None)
         try:
@@ -435,13 +440,22 @@ class ResumableUploads:
         record.length = size
         record.updated = time.time()
         record.result = result.metadata.to_json()
+        record.result_status = 201 if result.created else 200
         await asyncio.to_thread(save_record, upload.directory_fd, record)
-        headers = {**done, hdrs.ETAG: etag_of(digest)}
+        return self._replay(record)
+
+    @staticmethod
+    def _replay(record: UploadRecord) -> web.StreamResponse:
+        """The final response of a completed upload (again, for a client that missed it)."""
+        result = record.result or {}
+        headers = {
+            UPLOAD_COMPLETE: "?1",
+            UPLOAD_OFFSET: str(record.offset),
+            hdrs.ETAG: etag_of(str(result.get("hash") or "")),
+        }
         if record.protocol == "tus":
             return web.Response(status=204, headers=headers)
-        return web.json_response(
-            record.result, status=201 if result.created else 200, headers=headers
-        )
+        return web.json_response(result, status=record.result_status or 200, headers=headers)
 
     # -- headers -------------------------------------------------------------------------------
 
@@ -474,14 +488,6 @@ class ResumableUploads:
             f"uploads are limited to {self.max_upload_size} bytes",
             self._limit_header(record),
         )
-
-    def _completed(self, record: UploadRecord, *, empty: bool) -> Problem:
-        headers = {UPLOAD_COMPLETE: "?1", UPLOAD_OFFSET: str(record.offset)}
-        if empty:
-            return Problem(
-                400, "upload_completed", "completed-upload", "upload is already completed", headers
-            )
-        return _inconsistent_length("the upload is already completed", headers)
 
     @staticmethod
     async def _informational(request: web.Request, headers: Mapping[str, str]) -> None:

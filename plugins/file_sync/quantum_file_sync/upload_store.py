@@ -57,6 +57,8 @@ class UploadRecord:
     updated: float = field(default_factory=time.time)
     result: dict[str, Any] | None = None
     """The committed file's metadata ``M``, once complete."""
+    result_status: int | None = None
+    """The completing response's status (201 created, 200 replaced)."""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
