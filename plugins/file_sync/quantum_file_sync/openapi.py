@@ -302,6 +302,7 @@ def _upload_paths(*, auth: bool) -> dict[str, Any]:
         "412": _error("If-Match / If-None-Match given at creation failed at commit"),
         "413": _error("over max_upload_size (with Upload-Limit)"),
         "422": _error("the upload's SHA-256 is not the one announced (`hash_mismatch`)"),
+        "507": _error("the server's disk is full (what was received durably is kept)"),
         "400": error("bad header, path or length (`inconsistent_length`)"),
     }
     upload_id = {

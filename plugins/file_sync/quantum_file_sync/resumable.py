@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
+import functools
 import hashlib
 import os
 import re
@@ -133,6 +135,17 @@ class ResumableUploads:
             response = error.response()
         except paths.PathError as error:
             response = errors.error_response(error.status, error.code, error.message)
+        except ConnectionError:
+            raise  # the client went away: nothing to answer
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                response = errors.error_response(
+                    507, "insufficient_storage", "the server's disk is full"
+                )
+            else:
+                response = errors.error_response(
+                    500, "io_error", f"upload failed: {error.strerror}"
+                )
         if response.status >= 400 and request.method in (hdrs.METH_POST, hdrs.METH_PATCH):
             # ?0: an error of the upload protocol (resumable), not the result of processing it
             response.headers.setdefault(UPLOAD_COMPLETE, "?0")
@@ -354,7 +367,7 @@ class ResumableUploads:
                 if body_hash is not None:
                     body_hash.update(chunk)
                 elif written - durable >= DURABLE_EVERY:
-                    await asyncio.to_thread(_make_durable, fd, upload, written)
+                    await _uninterrupted(functools.partial(_make_durable, fd, upload, written))
                     durable = written
                     self._remember_hash(record.id, written, hasher)
                     await self._informational(request, {UPLOAD_OFFSET: str(written)})
@@ -504,6 +517,17 @@ class ResumableUploads:
 
 
 # -- helpers (blocking ones run in threads) ----------------------------------------------------
+
+
+async def _uninterrupted(call: Callable[[], None]) -> None:
+    """Run ``call`` in a thread and wait for it even when cancelled meanwhile: the next
+    request for the upload must not race a record still being written."""
+    running = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise
 
 
 def _make_durable(fd: int, upload: OpenUpload, offset: int) -> None:

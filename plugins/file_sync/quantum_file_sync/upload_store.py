@@ -175,7 +175,7 @@ class UploadStore:
         self._users[upload_id] = self._users.get(upload_id, 0) + 1
         try:
             async with lock:
-                fd, record = await asyncio.to_thread(self._lock_and_load, upload_id)
+                fd, record = await self._locked(upload_id)
                 try:
                     yield OpenUpload(fd, record)
                 finally:
@@ -185,6 +185,18 @@ class UploadStore:
             if not self._users[upload_id]:  # nobody holds or awaits the lock
                 del self._users[upload_id]
                 del self._locks[upload_id]
+
+    async def _locked(self, upload_id: str) -> tuple[int, UploadRecord]:
+        # Waited for even when cancelled: a descriptor opened by the thread after we stopped
+        # waiting would keep the flock, and the upload busy, for the life of the process.
+        opening = asyncio.ensure_future(asyncio.to_thread(self._lock_and_load, upload_id))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait([opening])
+            if not opening.cancelled() and opening.exception() is None:
+                os.close(opening.result()[0])
+            raise
 
     def _lock_and_load(self, upload_id: str) -> tuple[int, UploadRecord]:
         try:
