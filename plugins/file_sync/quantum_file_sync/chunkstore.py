@@ -117,7 +117,8 @@ class ChunkStore:
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._pending: dict[str, None] = {}
-        self._renames: deque[tuple[str, str]] = deque()
+        self._renames: deque[tuple[str, str | None]] = deque()
+        """Moves (source, target) and deletions (path, ``None``), in journal order."""
         self._logger = structlog.get_logger("quantum.file_sync.chunks")
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -216,7 +217,8 @@ class ChunkStore:
         except OSError:
             st = None
         if st is None or not stat.S_ISREG(st.st_mode):
-            await self._run(self._forget_live, rel)
+            # Gone: forget it and what was below it. A directory now: its files are live.
+            await self._run(self._forget_live, rel, st is None)
             return None
         known = await self._run(self._known_manifest, rel, StatKey.of(st))
         if known is not None:
@@ -250,18 +252,19 @@ class ChunkStore:
         await self._run(self._record_live, rel, key, manifest)
 
     async def forget_sources(self, sources: Iterable[Source]) -> None:
-        """These sources did not hold their chunk: forget them (their live file is cut again
-        by the warmer)."""
+        """These sources did not hold their chunk: forget them, and cut their live files again
+        now, so the chunks still in them are found by the next request (a client answered
+        "missing" uploads just the missing chunks and commits again)."""
         sources = list(sources)
         await self._run(self._drop_blobs, [s.digest for s in sources if s.live is None])
-        for source in sources:
-            if source.live is not None:
-                await self._run(self._forget_live, source.live)
-                self.schedule([source.live])
+        for live in dict.fromkeys(s.live for s in sources if s.live is not None):
+            await self._run(self._forget_live, live)
+            await self.manifest(live)
 
     def follow(self, operation: Operation) -> None:
         """Keep up with a journaled change (from any origin, on any node)."""
         if isinstance(operation, Delete):
+            self._renames.append((operation.path, None))  # with all below it
             self.schedule([operation.path])
             return
         if isinstance(operation, Move):
@@ -291,11 +294,12 @@ class ChunkStore:
                 ((bytes.fromhex(c.hash), rel, c.offset, c.size) for c in manifest.chunks),
             )
 
-    def _forget_live(self, rel: str) -> None:
+    def _forget_live(self, rel: str, below_too: bool = True) -> None:
+        where, keys = (_SUBTREE, _subtree(rel)) if below_too else ("path = ?", (rel,))
         with self.db:
             self.db.execute("BEGIN")
             for table in ("files", "locations"):
-                self.db.execute(f"DELETE FROM {table} WHERE {_SUBTREE}", _subtree(rel))
+                self.db.execute(f"DELETE FROM {table} WHERE {where}", keys)
 
     def _rename(self, source: str, target: str) -> None:
         """Re-key what is known under ``source`` to ``target``: a rename keeps the stat
@@ -314,7 +318,11 @@ class ChunkStore:
             await self._wake.wait()
             self._wake.clear()
             while self._renames:
-                await self._run(self._rename, *self._renames.popleft())
+                source, target = self._renames.popleft()
+                if target is None:
+                    await self._run(self._forget_live, source)
+                else:
+                    await self._run(self._rename, source, target)
             while self._pending and not self._renames:
                 rel = next(iter(self._pending))
                 del self._pending[rel]

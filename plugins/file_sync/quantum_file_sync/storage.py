@@ -263,7 +263,13 @@ class Storage:
     ) -> Result:
         """Commit a file built from chunks the server has (uploaded, or in any live file),
         with the same preconditions, atomicity and journaling as :meth:`put`."""
-        upload = await self._assemble(rel, manifest)
+        await self._check_target(rel, preconditions)  # before any work; again under the lock
+        try:
+            upload = await self._assemble(rel, manifest)
+        except errors.ApiError as error:
+            if error.code == "missing_chunks":  # a commit meanwhile may have replaced the file
+                await self._check_target(rel, preconditions)
+            raise
         try:
             result = await _shielded(self._commit_upload(rel, upload, preconditions, source_client))
         finally:
@@ -289,6 +295,13 @@ class Storage:
         renamed into place, so on success it is gone from ``directory_fd``."""
         upload = Upload(name, digest, size, directory_fd)
         return await _shielded(self._commit_upload(rel, upload, preconditions, source_client))
+
+    async def _check_target(self, rel: str, preconditions: Preconditions) -> None:
+        """412 / 409 ``is_directory`` for a commit that cannot apply to what is at ``rel``."""
+        current = await asyncio.to_thread(self._current, rel, preconditions.need_hash)
+        preconditions.check(current)
+        if current is not None and current.is_dir:
+            raise errors.conflict(f"{rel!r} is a directory", "is_directory")
 
     async def _assemble(self, rel: str, manifest: Manifest) -> Upload:
         sources = await self._sources_of(rel, manifest)
