@@ -253,7 +253,7 @@ def test_ietf_104_only_for_the_interop_version(server: RunningQuantum) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request)
         received = b""
-        while b"\r\n\r\n" not in received.split(b"HTTP/1.1 201", 1)[-1] or b"201" not in received:
+        while b"\r\n\r\n" not in received.partition(b"HTTP/1.1 201 ")[2]:
             chunk = sock.recv(65536)
             assert chunk, received
             received += chunk
@@ -428,7 +428,10 @@ def test_a_new_request_stops_an_append_still_in_flight(server: RunningQuantum) -
         wait_until(lambda: record_of(server, location)["offset"] >= MiB, what="a durable MiB")
         offset = offset_of(server, location)  # stops the stale PATCH, which keeps what it got
         assert MiB <= offset <= MiB + MiB // 2
-        answer = stale.recv(65536)
+        try:
+            answer = stale.recv(65536)
+        except ConnectionResetError:
+            answer = b""  # closed with the rest of its body unread
         assert answer == b"" or answer.startswith(b"HTTP/1.1 409 "), answer
     assert offset_of(server, location) == offset
     assert patch_tus(server, location, offset, data[offset:]).status == 204
