@@ -122,7 +122,10 @@ def test_tuspy_uploads_a_multi_mib_file_unmodified(
     target = f"tus/big-{checksum}.bin"
     seq = changes(server)["seq"]
     with source.open("rb") as stream:  # given a path, tuspy leaves a file open per request
-        uploader = tus_client.TusClient(server.url + "/api/uploads").uploader(
+        tus = tus_client.TusClient(
+            server.url + "/api/uploads", headers={"X-Quantum-Client": "tuspy"}
+        )
+        uploader = tus.uploader(
             file_stream=stream,
             chunk_size=MiB,
             metadata={"path": target, "sha256": hashlib.sha256(data).hexdigest()},
@@ -132,6 +135,8 @@ def test_tuspy_uploads_a_multi_mib_file_unmodified(
     landed = server.root / target
     assert hashlib.sha256(landed.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
     assert file_ops(operations(server, seq), target) == ["Create"]
+    created = [m for m in changes(server, seq)["operations"] if file_ops([m["operation"]], target)]
+    assert created[0]["source_client"] == "tuspy"
     listing = http("GET", f"{server.url}/api/list?path=tus").json()["files"]
     assert any(f["path"] == target for f in listing)
     # Only the completed upload's small record is left, no data.
