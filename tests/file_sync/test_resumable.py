@@ -524,6 +524,15 @@ def test_a_patch_over_max_upload_size_is_413(server: RunningQuantum) -> None:
     assert reply.json()["code"] == "too_large"
     assert "max-size=" in (reply.header("Upload-Limit") or "")
     assert not (server.root / "bad" / "huge.bin").exists()
+    # Too much in the creating request: the upload exists (Location), nothing was appended.
+    reply = http(
+        "POST",
+        f"{server.url}/api/uploads?path=bad/huge.bin",
+        b"x" * (16 * MiB + 1),
+        {"Upload-Complete": "?0"},
+    )
+    assert (reply.status, reply.header("Upload-Complete")) == (413, "?0")
+    assert offset_of(server, reply.header("Location") or "") == 0
 
 
 def test_delete_cancels_an_upload(server: RunningQuantum) -> None:

@@ -154,7 +154,7 @@ class ResumableUploads:
         return response
 
     def describe(self, response: web.StreamResponse) -> None:
-        """Discovery headers for ``OPTIONS /api/uploads`` (tus; ``Accept-Patch`` for the draft)."""
+        """Discovery headers for ``OPTIONS /api/uploads`` (tus; ``Upload-Limit`` for the draft)."""
         response.headers.update(
             {
                 TUS_RESUMABLE: TUS_VERSION,
@@ -230,16 +230,21 @@ class ResumableUploads:
             await self._informational(
                 request, {hdrs.LOCATION: location, **self._limit_header(record)}
             )
-        async with self.store.exclusive(record.id) as upload:
-            if _has_body(request):
-                await self._receive(request, upload, checksum)
-            record = upload.record
-            if complete_flag or (tus and record.offset == record.length):
-                response = await self._complete(upload, upload.record.offset)
-                if tus:
-                    response.set_status(201)
-            else:
-                response = web.Response(status=201, headers=self._state_headers(record))
+        try:
+            async with self.store.exclusive(record.id) as upload:
+                if _has_body(request):
+                    await self._receive(request, upload, checksum)
+                record = upload.record
+                if complete_flag or (tus and record.offset == record.length):
+                    response = await self._complete(upload, upload.record.offset)
+                    if tus:
+                        response.set_status(201)
+                else:
+                    response = web.Response(status=201, headers=self._state_headers(record))
+        except ApiError as error:
+            if error.headers.get(UPLOAD_COMPLETE) != "?1":  # still there: it can be resumed
+                error.headers[hdrs.LOCATION] = location
+            raise
         response.headers[hdrs.LOCATION] = location
         return response
 
