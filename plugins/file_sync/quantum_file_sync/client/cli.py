@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     without the interpreter's teardown: everything was closed and flushed already, and freeing
     the objects of a large pass one by one would cost a short run a noticeable share."""
     status = _main(argv)
-    if argv is None:
+    if argv is None and sys.gettrace() is None and sys.getprofile() is None:
+        # (Under a tracer or profiler, such as coverage, the teardown writes its results.)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

@@ -74,8 +74,6 @@ class Prefetcher:
         """Until the server showed it has no bundle endpoint."""
         self._slots: dict[str, _Slot] = {}
         self._made: list[TempDownload] = []
-        self._storing: set[asyncio.Future[list[Outcome]]] = set()
-        """Batches being written by worker threads (they finish even if the fetch is stopped)."""
         self._runner: asyncio.Task[None] | None = None
         self._adopt: Adopt = _never_adopt
         self._schedule: Schedule = _never_schedule
@@ -135,8 +133,6 @@ class Prefetcher:
         for slot in self._slots.values():
             slot.result.cancel()
         self._slots.clear()
-        if self._storing:  # their files land in ``_made``: wait, then remove them too
-            await asyncio.wait(self._storing)
         for download in self._made:
             download.discard()
         self._made.clear()
@@ -159,7 +155,7 @@ class Prefetcher:
         by_path = {slot.wanted.path: slot for slot in slots}
         try:
             async for records in self.remote.bundle(list(by_path), FILE_LIMIT):
-                await self._receive(records, by_path)
+                self._receive(records, by_path)
         except BundleUnsupported:
             if self.supported:
                 self.supported = False
@@ -170,8 +166,7 @@ class Prefetcher:
             for slot in slots:
                 self._deliver(slot, None)
 
-    async def _receive(self, records: list[Record], by_path: dict[str, _Slot]) -> None:
-        files: list[tuple[_Slot, FileRecord]] = []
+    def _receive(self, records: list[Record], by_path: dict[str, _Slot]) -> None:
         for record in records:
             if not isinstance(record, FileRecord | ErrorRecord):
                 continue
@@ -182,24 +177,10 @@ class Prefetcher:
                 self.log.debug("not in the bundle", path=record.path, code=record.code)
                 self._deliver(slot, None)
                 continue
-            files.append((slot, record))
-        if not files:
-            return
-        # Creating files is mostly kernel time: a worker thread does it for the whole batch
-        # while the loop decodes the other bundles and installs what arrived before.
-        stored = asyncio.get_running_loop().run_in_executor(
-            None, _store_all, self.tmp_dir, [(slot.wanted, record) for slot, record in files]
-        )
-        self._storing.add(stored)
-        stored.add_done_callback(self._stored)
-        outcomes = await asyncio.shield(stored)
-        for (slot, _), outcome in zip(files, outcomes, strict=True):
+            outcome = _store(self.tmp_dir, slot.wanted, record)
+            if isinstance(outcome, TempDownload):
+                self._made.append(outcome)
             self._deliver(slot, outcome)
-
-    def _stored(self, stored: asyncio.Future[list[Outcome]]) -> None:
-        self._storing.discard(stored)
-        if not stored.cancelled() and stored.exception() is None:
-            self._made += (o for o in stored.result() if isinstance(o, TempDownload))
 
     def _deliver(self, slot: _Slot, outcome: Outcome) -> None:
         if slot.result.done():
@@ -234,12 +215,10 @@ def _bundles(slots: list[_Slot]) -> Iterable[list[_Slot]]:
         yield bundle
 
 
-def _store_all(tmp_dir: Path, files: list[tuple[Wanted, FileRecord]]) -> list[Outcome]:
-    return [_store(tmp_dir, wanted, record) for wanted, record in files]
-
-
 def _store(tmp_dir: Path, wanted: Wanted, record: FileRecord) -> Outcome:
-    """Verify a received file and write it to a temp file (blocking)."""
+    """Verify a received file and write it to a temp file (inline: a worker thread was
+    measured slower, its hand-offs of the GIL at every system call cost more than they
+    overlap)."""
     if record.hash != wanted.hash:
         return HashMismatch(f"{wanted.path}: the server now has {record.hash[:12]}…")
     try:
