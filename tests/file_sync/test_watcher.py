@@ -232,3 +232,27 @@ def test_changes_made_while_stopped_are_journaled_at_the_next_start(
         ("Move", "now-here.txt"),
         ("Update", "edited.txt"),
     ]
+
+
+def test_a_crash_before_the_first_snapshot_still_journals_what_changed_meanwhile(
+    start_quantum: StartQuantum,
+) -> None:
+    """Convergence seed 9: a first run killed before any periodic snapshot left none, so the
+    next start took the disk as it found it and journaled nothing of what had changed."""
+    server = start_quantum(file_sync_config(enable_upload=True))
+    assert http("PUT", server.url + "/api/files/journaled.txt", b"journaled").status == 201
+    seq = head(server)
+    server.kill()  # no graceful stop, long before SNAPSHOT_EVERY
+
+    (server.root / "written-meanwhile.txt").write_text("the watcher never saw this")
+    server.restart()
+
+    wait_until(
+        lambda: any(
+            body["metadata"]["path"] == "written-meanwhile.txt"
+            for op in operations(server, seq)
+            for kind, body in op.items()
+            if kind == "Create"
+        ),
+        what="the file written while the server was down, journaled",
+    )

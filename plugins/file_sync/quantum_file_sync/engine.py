@@ -139,6 +139,10 @@ class SyncEngine:
             index = Index()  # filled by JournaledIndex.load_at_start below
         else:
             index = await asyncio.to_thread(scan, root, self.hashes)
+            if use_snapshot:
+                # A baseline at once: after a crash before the first periodic save, the next
+                # start must still find (and journal) what changed on disk since this one.
+                await asyncio.to_thread(index.save, snapshot)
         self.index = index
         self.metrics = FileMetrics.create(registry)
         recorder = Recorder(changelog, index, root, self.metrics, self.logger)
