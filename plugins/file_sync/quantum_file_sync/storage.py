@@ -304,6 +304,19 @@ class Storage:
             raise errors.conflict(f"{rel!r} is a directory", "is_directory")
 
     async def _assemble(self, rel: str, manifest: Manifest) -> Upload:
+        try:
+            return await self._assemble_from_sources(rel, manifest)
+        except SourcesChanged as changed:
+            # A blob a concurrent commit used and dropped is in that commit's file now; a chunk
+            # of a changed live file may be elsewhere too: when all are found again, retry once.
+            if await self.chunks.missing(changed.hashes):
+                raise missing_chunks(changed.hashes) from None
+        try:
+            return await self._assemble_from_sources(rel, manifest)
+        except SourcesChanged as changed:
+            raise missing_chunks(changed.hashes) from None
+
+    async def _assemble_from_sources(self, rel: str, manifest: Manifest) -> Upload:
         sources = await self._sources_of(rel, manifest)
         fd, temp = self.temp.create()
         try:
@@ -312,7 +325,7 @@ class Storage:
             self.temp.discard(temp)
             if isinstance(error, SourcesChanged):
                 await self.chunks.forget_sources([sources[h] for h in error.hashes])
-                raise missing_chunks(error.hashes) from None
+                raise
             if isinstance(error, WrongHash):
                 raise errors.ApiError(
                     422,
