@@ -228,6 +228,8 @@ def test_a_reload_mid_upload_resumes_when_the_file_is_picked_again(
     assert stored_uploads(page) == {}, "a finished upload is forgotten"
     expect(row.locator(".transfer-status")).to_contain_text("Uploaded")
     expect(page.row("movie.bin")).to_be_visible()
+    # Committed in the name of the client that created the upload: the page before the reload.
+    expect(page.page.locator("#activity li").first).to_contain_text("created movie.bin")
 
 
 def drop_file(page: BrowserPage, source: Path) -> None:
@@ -322,6 +324,7 @@ def test_a_network_drop_mid_upload_is_retried_and_completes(
     after = requests.patch_offsets[before_drop:]
     assert after and after[0] >= kept, "it went on from the server's offset, not from 0"
     expect(row.locator(".transfer-status")).to_contain_text("Uploaded")
+    expect(page.page.locator("#activity li").first).to_contain_text("You created movie.bin")
     assert stored_uploads(page) == {}
 
 
@@ -422,3 +425,31 @@ def test_a_server_without_resumable_uploads_gets_one_put(
     wait_for(landed(server, "nine.bin", digest), 30, "nine.bin on disk", page=page.page)
     assert methods == ["POST"]
     assert stored_uploads(page) == {}
+
+
+def test_with_a_token_every_upload_request_carries_it(
+    start_server: Callable[..., SyncServer], open_page: Callable[..., BrowserPage], tmp_path: Path
+) -> None:
+    token = "resumable-token"
+    server = start_server(tokens=[token])
+    source = tmp_path / "nine.bin"
+    digest = make_file(source, THRESHOLD + MiB)
+    page = open_page(server)
+    dialog = page.page.get_by_role("dialog", name="Access token required")
+    dialog.get_by_label("Access token").fill(token)
+    dialog.get_by_role("button", name="Sign in").click()
+    page.wait_live()
+    seen: list[tuple[str, str | None]] = []
+    page.page.on(
+        "request",
+        lambda request: (
+            seen.append((request.method, request.headers.get("authorization")))
+            if "/api/uploads" in request.url
+            else None
+        ),
+    )
+    pick(page, source)
+    wait_for(landed(server, "nine.bin", digest), 30, "nine.bin on disk", page=page.page)
+    wait_for(lambda: len(seen) >= 3, what="the requests' events", page=page.page)
+    assert [method for method, _ in seen] == ["POST", "PATCH", "PATCH"]
+    assert {authorization for _, authorization in seen} == {f"Bearer {token}"}
