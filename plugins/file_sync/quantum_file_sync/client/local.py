@@ -24,12 +24,13 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from quantum_file_sync.chunks import Manifest, manifest_of_fd
 from quantum_file_sync.client.ignore import IgnoreRules
 from quantum_file_sync.client.merge import Version
 from quantum_file_sync.client.state import BaseEntry
@@ -136,9 +137,41 @@ def sha256_file(path: str, expect: StatKey | None = None) -> tuple[str, StatKey]
     return digest.hexdigest(), before
 
 
+def chunk_file(path: str, expect: StatKey | None = None) -> tuple[Manifest, StatKey]:
+    """Cut a regular file into chunks (its manifest, whole-file hash included) without
+    following links; raises :class:`FileUnstable` like :func:`sha256_file`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st, manifest = manifest_of_fd(fd)
+        before = StatKey.of(st)
+        if expect is not None and before != expect:
+            raise FileUnstable(path)
+        after = os.stat(path, follow_symlinks=False)
+    finally:
+        os.close(fd)
+    if StatKey.of(after) != before or sum(ref.size for ref in manifest.chunks) != before.size:
+        raise FileUnstable(path)
+    return manifest, before
+
+
+OnChunked = Callable[[str, StatKey, Manifest], None]
+"""Told the manifest of every file the tree cut (the local chunk index)."""
+
+
+def _ignore_chunked(_path: str, _key: StatKey, _manifest: Manifest) -> None:
+    pass
+
+
 class LocalTree:
-    def __init__(self, root: Path, tmp_dir: Path, ignore: IgnoreRules) -> None:
+    def __init__(
+        self,
+        root: Path,
+        tmp_dir: Path,
+        ignore: IgnoreRules,
+        on_chunked: OnChunked = _ignore_chunked,
+    ) -> None:
         self.root = root
+        self.on_chunked = on_chunked
         self._root = str(root)
         self.tmp_dir = tmp_dir
         self.ignore = ignore
@@ -179,8 +212,10 @@ class LocalTree:
             return LocalState(key, cached[1])
         if key.size <= INLINE_HASH_LIMIT:
             digest, key = sha256_file(self.abs(rel), key)
-        else:
-            digest, key = await asyncio.to_thread(sha256_file, self.abs(rel), key)
+        else:  # cutting costs little more than hashing and feeds the chunk index
+            manifest, key = await asyncio.to_thread(chunk_file, self.abs(rel), key)
+            digest = manifest.hash
+            self.on_chunked(rel, key, manifest)
         self._hashes[rel] = (key, digest)
         return LocalState(key, digest)
 

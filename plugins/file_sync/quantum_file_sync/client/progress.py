@@ -26,6 +26,13 @@ class SyncStats:
     unreachable: int = 0
     """Of the errors, those where the server could not be reached."""
     refused: int = 0
+    chunks_uploaded: int = 0
+    chunk_bytes_uploaded: int = 0
+    chunks_downloaded: int = 0
+    chunk_bytes_downloaded: int = 0
+    chunks_reused: int = 0
+    """Chunks of block downloads copied from local files instead of fetched."""
+    chunk_bytes_reused: int = 0
     failed_paths: set[str] = field(default_factory=set)
 
     def summary(self) -> str:
@@ -39,6 +46,12 @@ class SyncStats:
         ]
         if self.refused:
             parts.append(f"{self.refused} unsafe paths refused")
+        if self.chunks_uploaded or self.chunks_downloaded or self.chunks_reused:
+            parts.append(
+                f"chunks: {self.chunks_uploaded} sent ({human_bytes(self.chunk_bytes_uploaded)}), "
+                f"{self.chunks_downloaded} fetched ({human_bytes(self.chunk_bytes_downloaded)}), "
+                f"{self.chunks_reused} reused ({human_bytes(self.chunk_bytes_reused)})"
+            )
         return ", ".join(parts)
 
     def fields(self) -> dict[str, int]:
@@ -56,6 +69,12 @@ class SyncStats:
             "errors": self.errors,
             "unreachable": self.unreachable,
             "refused": self.refused,
+            "chunks_uploaded": self.chunks_uploaded,
+            "chunk_bytes_uploaded": self.chunk_bytes_uploaded,
+            "chunks_downloaded": self.chunks_downloaded,
+            "chunk_bytes_downloaded": self.chunk_bytes_downloaded,
+            "chunks_reused": self.chunks_reused,
+            "chunk_bytes_reused": self.chunk_bytes_reused,
         }
 
 

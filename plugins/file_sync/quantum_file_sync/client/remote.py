@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from quantum_file_sync.bundle import BundleDecoder, Record
+from quantum_file_sync.chunks import MANIFEST_MEDIA_TYPE, RECORDS_MEDIA_TYPE, Manifest
 from quantum_file_sync.client.exit_codes import AuthFailed, BadServer
 from quantum_file_sync.client.local import (
     CHUNK,
@@ -44,6 +46,7 @@ HASH_BACKLOG = 32 * 1024 * 1024
 """Received bytes a download may run ahead of its hashing thread."""
 OnBytes = Callable[[int], None]
 Records = list[Record]
+Hashes = list[str]
 
 
 class ConnectionLost(Exception):
@@ -51,11 +54,15 @@ class ConnectionLost(Exception):
 
 
 class RemoteError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.details = details or {}
+        """The error body's other fields (e.g. ``missing`` of a 409 ``missing_chunks``)."""
 
 
 class PreconditionFailed(RemoteError):
@@ -64,6 +71,24 @@ class PreconditionFailed(RemoteError):
 
 class BundleUnsupported(Exception):
     """The server has no bundle endpoint (an older file_sync): download one file at a time."""
+
+
+class BlocksUnsupported(Exception):
+    """The server does not move files by chunks (an older file_sync): plain transfers.
+    ``permanent=False``: only this file could not (a 404: maybe just gone meanwhile)."""
+
+    def __init__(self, message: str, *, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class MissingChunks(RemoteError):
+    """409 ``missing_chunks``: a commit named chunks the server has nowhere (any more)."""
+
+    @property
+    def hashes(self) -> list[str]:
+        missing = self.details.get("missing")
+        return [h for h in missing if isinstance(h, str)] if isinstance(missing, list) else []
 
 
 class HashMismatch(Exception):
@@ -242,6 +267,99 @@ class RemoteClient:
             raise ConnectionLost(str(exc) or type(exc).__name__) from exc
         decoder.finish()
 
+    # --- block transfers (docs/chunks.md) ----------------------------------------------------
+
+    async def manifest(self, path: str) -> Manifest:
+        """``GET /api/files/{path}?manifest=true``; BlocksUnsupported when the server answers
+        anything but a manifest (older servers ignore the query and send the file: dropped)."""
+        url = file_url(self.server, path).with_query(manifest="true")
+        headers = {**self.headers, "Accept": MANIFEST_MEDIA_TYPE}
+        try:
+            async with await self._send("GET", url, headers=headers) as resp:
+                if resp.status == 404:
+                    raise BlocksUnsupported(f"no manifest for {path}", permanent=False)
+                if resp.status in (400, 405, 406, 415, 501):
+                    raise BlocksUnsupported(f"{self.server} serves no manifests")
+                if resp.status != 200:
+                    await self._raise_for(resp)
+                if resp.content_type != MANIFEST_MEDIA_TYPE:
+                    resp.close()  # the file itself: do not read it
+                    raise BlocksUnsupported(f"{self.server} serves no manifests")
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+        except ValueError:
+            raise BadServer(f"{self.server} sent a manifest that is not JSON") from None
+        try:
+            return Manifest.from_json(body, max_size=2**63)
+        except ValueError as exc:
+            raise BadServer(f"{self.server} sent a malformed manifest: {exc}") from None
+
+    async def missing_chunks(self, hashes: Sequence[str], path: str) -> Hashes:
+        """Which of ``hashes`` the server has nowhere; ``path`` is the upload's target."""
+        url = api_url(self.server, "chunks/missing")
+        try:
+            async with await self._send(
+                "POST", url, headers=self.headers, json={"chunks": list(hashes), "path": path}
+            ) as resp:
+                if resp.status in (404, 405, 415, 501):
+                    raise BlocksUnsupported(f"{self.server} has no chunk endpoints")
+                if resp.status != 200:
+                    await self._raise_for(resp)
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+        except ValueError:
+            raise BadServer(f"{self.server} answered chunks/missing with non-JSON") from None
+        return [str(h) for h in body["missing"]]
+
+    async def upload_chunks(self, records: bytes) -> Hashes:
+        """``POST /api/chunks`` with a body of chunk records; the hashes the server stored."""
+        headers = {**self.headers, "Content-Type": RECORDS_MEDIA_TYPE}
+        body = await self._json("POST", "chunks", headers=headers, data=records)
+        return [str(h) for h in body["stored"]]
+
+    async def fetch_chunks(self, hashes: Sequence[str]) -> AsyncIterator[bytes]:
+        """``POST /api/chunks/get``: the records body, piece by piece as it arrives."""
+        url = api_url(self.server, "chunks/get")
+        try:
+            async with await self._send(
+                "POST", url, headers=self.headers, json={"chunks": list(hashes)}
+            ) as resp:
+                if resp.status != 200:
+                    await self._raise_for(resp)
+                async for piece in resp.content.iter_any():
+                    yield piece
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+
+    async def commit_manifest(
+        self, path: str, manifest: Manifest, *, if_match: str | None
+    ) -> RemoteEntry:
+        """PUT ``manifest`` to ``path``: the server assembles the file from chunks it has.
+        Preconditions as for :meth:`upload`; raises MissingChunks (409)."""
+        headers = {
+            **self.headers,
+            **_precondition(if_match),
+            "Content-Type": MANIFEST_MEDIA_TYPE,
+        }
+        body = json.dumps(
+            {
+                "hash": manifest.hash,
+                "size": manifest.size,
+                "chunks": [{"hash": ref.hash, "size": ref.size} for ref in manifest.chunks],
+            }
+        )
+        try:
+            reply = await self._json_url(
+                "PUT", file_url(self.server, path), headers=headers, data=body.encode()
+            )
+        except RemoteError as exc:
+            if exc.status == 409 and exc.code == "missing_chunks":
+                raise MissingChunks(exc.status, exc.code, exc.message, exc.details) from None
+            raise
+        return _entry(reply)
+
     # --- writing -----------------------------------------------------------------------------
 
     async def upload(
@@ -261,13 +379,10 @@ class RemoteClient:
         server never commits those bytes."""
         headers = {
             **self.headers,
+            **_precondition(if_match),
             "Content-Type": "application/octet-stream",
             "Content-Length": str(key.size),
         }
-        if if_match is None:
-            headers["If-None-Match"] = "*"
-        else:
-            headers["If-Match"] = f'"{if_match}"'
         data: bytes | AsyncIterator[bytes]
         if key.size <= INLINE_HASH_LIMIT:
             data = _read_verified(source, key, digest)
@@ -342,11 +457,13 @@ class RemoteClient:
 
     async def _raise_for(self, resp: aiohttp.ClientResponse) -> None:
         code, message = "http_error", resp.reason or ""
+        details: dict[str, Any] = {}
         try:
             body = await resp.json(content_type=None)
             if isinstance(body, dict):
                 code = str(body.get("code", code))
                 message = str(body.get("error", message))
+                details = body
         except (ValueError, aiohttp.ClientError):
             pass
         if resp.status == 401:
@@ -358,7 +475,7 @@ class RemoteClient:
                 f"{self.server}{resp.url.path} is not a file_sync endpoint (404 without an "
                 f"API error body)"
             )
-        raise RemoteError(resp.status, code, message)
+        raise RemoteError(resp.status, code, message, details)
 
 
 async def _receive(
@@ -397,6 +514,11 @@ def _cause(exc: BaseException, kind: type[E]) -> E | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _precondition(if_match: str | None) -> dict[str, str]:
+    """``If-Match`` the version the client saw, or ``If-None-Match: *``: create only."""
+    return {"If-None-Match": "*"} if if_match is None else {"If-Match": f'"{if_match}"'}
 
 
 def _entry(body: Any) -> RemoteEntry:

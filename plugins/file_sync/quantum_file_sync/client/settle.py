@@ -15,6 +15,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from quantum_file_sync.client.blocks import BlockTransfers, Transferred
 from quantum_file_sync.client.conflicts import free_conflict_name
 from quantum_file_sync.client.local import (
     FileUnstable,
@@ -77,6 +78,7 @@ class Settler:
         state: StateDB,
         view: RemoteView,
         remote: RemoteClient,
+        blocks: BlockTransfers,
         prefetch: Prefetcher,
         scheduler_ref: Callable[[], PathScheduler],
         stats: SyncStats,
@@ -91,6 +93,7 @@ class Settler:
         self.state = state
         self.view = view
         self.remote = remote
+        self.blocks = blocks
         self.prefetch = prefetch
         self._scheduler = scheduler_ref
         self.stats = stats
@@ -299,9 +302,13 @@ class Settler:
         if probe is None and self._rename_instead(path, remote):
             return False
         prefetched = await self.prefetch.take(path, remote.hash)
+        moved: Transferred | None = None
         with prefetched or TempDownload(self.local.tmp_dir) as temp:
             if prefetched is None:
-                await self.remote.download(path, remote.hash, temp, self.progress.add_bytes)
+                current = None if probe is None else probe.key
+                moved = await self.blocks.download(
+                    path, remote, temp, current, self.progress.add_bytes
+                )
             else:
                 self.progress.add_bytes(remote.size)
             try:
@@ -311,7 +318,8 @@ class Settler:
                 if "is not a directory" in str(exc):
                     raise ParentNotDirectory(str(exc)) from None
                 raise
-        self._downloaded(path, key, remote)
+        self.blocks.installed(path, key, moved)
+        self._downloaded(path, key, remote, moved)
         return False
 
     def adopt_download(self, path: str, temp: TempDownload) -> bool:
@@ -335,12 +343,15 @@ class Settler:
         self.progress.add_bytes(remote.size)
         return True
 
-    def _downloaded(self, path: str, key: StatKey, remote: RemoteEntry) -> None:
+    def _downloaded(
+        self, path: str, key: StatKey, remote: RemoteEntry, moved: Transferred | None = None
+    ) -> None:
         self.state.put(base_of(path, key, remote.hash, self.view.last_seq), needs_sync=True)
         self.stats.downloaded += 1
         self.stats.downloaded_bytes += remote.size
         self.progress.file_done()
-        self._transfer_log("downloaded", path=path, size=remote.size)
+        blocks = {} if moved is None else moved.log_fields()
+        self._transfer_log("downloaded", path=path, size=remote.size, **blocks)
 
     def _rename_instead(self, path: str, remote: RemoteEntry) -> bool:
         """The server moved a file we hold unchanged: rename it locally, transfer nothing."""
@@ -362,6 +373,7 @@ class Settler:
             self.local.move(source, path, key)
         except (TargetChanged, OSError):
             return False
+        self.blocks.index.move(source, path)
         self.state.remove(source)
         self.state.put(dataclasses.replace(base, path=path, seq=self.view.last_seq))
         self.stats.moved += 1
@@ -374,6 +386,7 @@ class Settler:
     ) -> bool:
         if not probe.key.is_dir:
             self.local.remove_file(path, probe.key)
+            self.blocks.index.forget(path)
         elif not self.local.remove_dir(path):
             if self.scheduler.busy_below(path):
                 raise Deferred(0.05)
@@ -397,6 +410,7 @@ class Settler:
 
         target = free_conflict_name(path, self.client_id, taken)
         self.local.move(path, target, probe.key)
+        self.blocks.index.move(path, target)  # its chunks may serve the server's version
         self.stats.conflicts += 1
         self.log.warning("conflict: both sides changed", path=path, local_version_kept_as=target)
         self.scheduler.add(target)
@@ -414,9 +428,8 @@ class Settler:
                 raise RemoteError(409, "not_empty", f"{path} holds entries that are not synced")
             self.view.set_if_unchanged(path, None, stamp)
             return True
-        entry = await self.remote.upload(
+        entry, moved = await self.blocks.upload(
             path,
-            self.local.abs(path),
             probe.key,
             probe.hash,
             if_match=None if remote is None else remote.hash,
@@ -427,7 +440,8 @@ class Settler:
         self.stats.uploaded += 1
         self.stats.uploaded_bytes += probe.key.size
         self.progress.file_done()
-        self._transfer_log("uploaded", path=path, size=probe.key.size)
+        blocks = {} if moved is None else moved.log_fields()
+        self._transfer_log("uploaded", path=path, size=probe.key.size, **blocks)
         return False
 
     async def _mkdir_remote(

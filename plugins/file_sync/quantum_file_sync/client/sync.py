@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
+from quantum_file_sync.client.blocks import BlockTransfers
+from quantum_file_sync.client.chunk_index import ChunkIndex
 from quantum_file_sync.client.exit_codes import (
     ClientExit,
     ExitCode,
@@ -293,7 +295,8 @@ class _Engine:
         self.state_dir = state_dir
         self.db = db
         self.server = server
-        self.local = LocalTree(root, state_dir.tmp, ignore)
+        self.chunk_index = ChunkIndex(db)
+        self.local = LocalTree(root, state_dir.tmp, ignore, on_chunked=self.chunk_index.record)
         self.view = RemoteView()
         cursor = db.cursor
         self.view.reset(
@@ -309,6 +312,7 @@ class _Engine:
             state=db,
             view=self.view,
             remote=self.remote,
+            blocks=BlockTransfers(self.remote, self.chunk_index, self.local, self.stats, self.log),
             prefetch=self.prefetch,
             scheduler_ref=lambda: self.scheduler,
             stats=self.stats,
@@ -686,6 +690,8 @@ class _Engine:
         for entry in moved:
             path = target + entry.path[len(source) :]
             self.db.put(dataclasses.replace(entry, path=path))
+            if not entry.is_dir:
+                self.chunk_index.move(entry.path, path)
 
     # --- remote events -----------------------------------------------------------------------
 
