@@ -46,6 +46,8 @@ T = TypeVar("T")
 STORE_DIR = (".quantum", "chunks")
 DB_NAME = "index.sqlite3"
 _PACKED = struct.Struct(">32sI")
+_STALE_TEMP = 3600.0
+"""A blob's temp file this old was left by a crash (writing one takes milliseconds)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -147,9 +149,7 @@ class ChunkStore:
 
     def _open_db(self) -> None:
         (self.base / "tmp").mkdir(parents=True, exist_ok=True)
-        for leftover in (self.base / "tmp").iterdir():  # blobs cut short by a crash
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+        self._remove_stale_temps()
         path = self.base / self._db_name
         try:
             self._db = self._connect(path)
@@ -158,6 +158,15 @@ class ChunkStore:
             with contextlib.suppress(OSError):
                 path.rename(path.with_name(f"{path.name}.corrupt-{int(time.time())}"))
             self._db = self._connect(path)
+
+    def _remove_stale_temps(self) -> None:
+        """Remove blobs cut short by a crash. Only old ones: on a shared root, another node
+        may be writing a blob there right now."""
+        stale = time.time() - _STALE_TEMP
+        for leftover in (self.base / "tmp").iterdir():
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < stale:
+                    leftover.unlink()
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -421,6 +430,7 @@ class ChunkStore:
             await asyncio.sleep(interval)
 
     def _reap(self, older_than: float) -> int:
+        self._remove_stale_temps()
         rows = self.db.execute("SELECT hash FROM blobs WHERE stored < ?", (older_than,)).fetchall()
         self._drop_blobs([raw.hex() for (raw,) in rows])
         return len(rows)
