@@ -318,6 +318,8 @@ class BlockTransfers:
         for batch in batches(chunks, 2**63):
             missing.update(await self.remote.missing_chunks([r.hash for r in batch], path))
         await self._send(path, key, [r for r in chunks if r.hash in missing], moved, on_bytes)
+        if self.local.stat_key(path) != key:  # (also when no chunk had to be read)
+            raise FileUnstable(path)
         for attempt in range(COMMIT_ATTEMPTS):
             try:
                 entry = await self.remote.commit_manifest(path, manifest, if_match=if_match)
@@ -404,20 +406,21 @@ class BlockTransfers:
         try:
             for ref in manifest.chunks:
                 earlier = written.get(ref.hash)
-                if earlier is not None:
+                if earlier is not None:  # a repeat: read back what was written
                     data = os.pread(reader, ref.size, earlier)
                     await asyncio.to_thread(temp.write, data)
-                    moved.chunks_reused += 1
-                    moved.bytes_reused += ref.size
-                elif ref.hash in plan.local and await self._copy_local(root, ref, plan, temp):
+                    reused = True
+                elif ref.hash in plan.local:
+                    reused = await self._copy_local(root, ref, plan.local[ref.hash], temp)
+                    if not reused:  # no local file holds it any more
+                        await asyncio.to_thread(temp.write, await fetcher.fetch_now(ref))
+                else:
+                    await asyncio.to_thread(temp.write, await fetcher.take(ref))
+                    reused = False
+                if reused:
                     moved.chunks_reused += 1
                     moved.bytes_reused += ref.size
                 else:
-                    if ref.hash in plan.local:  # no local file holds it any more
-                        data = await fetcher.fetch_now(ref)
-                    else:
-                        data = await fetcher.take(ref)
-                    await asyncio.to_thread(temp.write, data)
                     moved.chunks_fetched += 1
                     moved.bytes_fetched += ref.size
                 written[ref.hash] = temp.size - ref.size
@@ -450,16 +453,12 @@ class BlockTransfers:
         self.index.record(path, key, manifest)
 
     async def _copy_local(
-        self, root: str, ref: ChunkRef, plan: ReusePlan, temp: TempDownload
+        self, root: str, ref: ChunkRef, where: list[ChunkLocation], temp: TempDownload
     ) -> bool:
-        where = plan.local[ref.hash]
         stale = await asyncio.to_thread(copy_local_chunk, root, ref, where, temp)
         for gone in dict.fromkeys(stale):
             self.index.forget(gone)
-        if len(stale) < len(where):
-            return True
-        del plan.local[ref.hash]
-        return False
+        return len(stale) < len(where)
 
 
 class _Fetcher:

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -315,8 +316,9 @@ class RemoteClient:
 
     async def upload_chunks(self, records: bytes) -> Hashes:
         """``POST /api/chunks`` with a body of chunk records; the hashes the server stored."""
-        headers = {**self.headers, "Content-Type": RECORDS_MEDIA_TYPE}
-        body = await self._json("POST", "chunks", headers=headers, data=records)
+        body = await self._json(
+            "POST", "chunks", headers=self.headers, data=_in_memory(records, RECORDS_MEDIA_TYPE)
+        )
         return [str(h) for h in body["stored"]]
 
     async def fetch_chunks(self, hashes: Sequence[str]) -> AsyncIterator[bytes]:
@@ -338,11 +340,7 @@ class RemoteClient:
     ) -> RemoteEntry:
         """PUT ``manifest`` to ``path``: the server assembles the file from chunks it has.
         Preconditions as for :meth:`upload`; raises MissingChunks (409)."""
-        headers = {
-            **self.headers,
-            **_precondition(if_match),
-            "Content-Type": MANIFEST_MEDIA_TYPE,
-        }
+        headers = {**self.headers, **_precondition(if_match)}
         body = json.dumps(
             {
                 "hash": manifest.hash,
@@ -352,7 +350,10 @@ class RemoteClient:
         )
         try:
             reply = await self._json_url(
-                "PUT", file_url(self.server, path), headers=headers, data=body.encode()
+                "PUT",
+                file_url(self.server, path),
+                headers=headers,
+                data=_in_memory(body.encode(), MANIFEST_MEDIA_TYPE),
             )
         except RemoteError as exc:
             if exc.status == 409 and exc.code == "missing_chunks":
@@ -514,6 +515,15 @@ def _cause(exc: BaseException, kind: type[E]) -> E | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _in_memory(data: bytes, content_type: str) -> aiohttp.BytesPayload:
+    """A body held in memory, sendable again when a kept-alive connection turns out closed.
+    aiohttp warns about bodies over 1 MiB ("might lock the event loop"); a chunk batch is
+    handed to the transport in one write, which only copies it, so the warning is muted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        return aiohttp.BytesPayload(data, content_type=content_type)
 
 
 def _precondition(if_match: str | None) -> dict[str, str]:
