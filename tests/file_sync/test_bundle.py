@@ -266,6 +266,30 @@ def test_file_headers_are_the_json_line_of_their_fields(path: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "path", ["dir/a b.txt", 'quote"d', "back\\slash", "caf\u00e9", "tab\there", "", "[x]~"]
+)
+def test_the_decoder_reads_every_header_the_server_writes(path: str) -> None:
+    digest = sha(b"abc")
+    body = file_header(path, 3, digest) + b"abc" + end_record(1, 0)
+    assert BundleDecoder(3).feed(body) == [FileRecord(path, digest, b"abc"), EndRecord(1, 0)]
+    with pytest.raises(BundleError, match="larger"):
+        BundleDecoder(2).feed(body)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"path":"a","size":03,"hash":"' + b"a" * 64 + b'"}',
+        b'{"path":"a","size":3,"hash":"' + b"A" * 64 + b'"}',
+        b'{"path":"a","size":-3,"hash":"' + b"a" * 64 + b'"}',
+    ],
+)
+def test_the_decoder_refuses_near_miss_headers(header: bytes) -> None:
+    with pytest.raises(BundleError):
+        BundleDecoder(10).feed(header + b"\nabc")
+
+
 def test_a_bundle_without_its_end_record_was_cut_short() -> None:
     decoder = BundleDecoder(max_file_size=10)
     assert decoder.feed(file_header("a", 3, sha(b"abc")) + b"ab") == []
