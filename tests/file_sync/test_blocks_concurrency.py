@@ -351,3 +351,23 @@ def test_concurrent_uploads_of_one_chunk(start_quantum: StartQuantum, tmp_path: 
     assert list((server.root / ".quantum" / "chunks" / "tmp").iterdir()) == []
     fetched = http("POST", server.url + "/api/chunks/get", json_body={"chunks": [digest]})
     assert parse_records(fetched.body) == {digest: piece}
+
+
+def test_no_chunk_is_read_through_a_link_out_of_the_folder(
+    server: RunningQuantum, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = random_bytes(MiB, 950)
+    (outside / "secret.bin").write_bytes(secret)
+    (server.root / "escape").symlink_to(outside, target_is_directory=True)
+    (server.root / "inward").symlink_to(server.root / ".quantum", target_is_directory=True)
+    manifest = manifest_of(tmp_path, secret)
+    for path in ("escape/secret.bin", "inward/chunks/index.sqlite3"):
+        reply = http("GET", f"{server.url}/api/files/{path}?manifest=true")
+        assert reply.status in (400, 403, 404), reply.body
+    assert missing(server, manifest, "escape/secret.bin") == [c.hash for c in manifest.chunks]
+    fetched = http(
+        "POST", server.url + "/api/chunks/get", json_body={"chunks": [manifest.chunks[0].hash]}
+    )
+    assert fetched.body == b""

@@ -39,7 +39,7 @@ import structlog
 from quantum_file_sync.chunks import ChunkRef, Manifest, manifest_of_fd
 from quantum_file_sync.metadata import StatKey
 from quantum_file_sync.operations import Delete, Move, Operation
-from quantum_file_sync.paths import SafeRoot
+from quantum_file_sync.paths import PathError, SafeRoot
 from quantum_file_sync.reads import open_for_reading
 
 T = TypeVar("T")
@@ -221,10 +221,7 @@ class ChunkStore:
             del self._cutting[rel]
 
     async def _manifest(self, rel: str) -> tuple[os.stat_result, Manifest] | None:
-        try:
-            st = await asyncio.to_thread(os.stat, self.root.join(rel), follow_symlinks=False)
-        except OSError:
-            st = None
+        st = await asyncio.to_thread(self._stat_live, rel)
         if st is None or not stat.S_ISREG(st.st_mode):
             # Gone: forget it and what was below it. A directory now: its files are live.
             await self._run(self._forget_live, rel, st is None)
@@ -240,6 +237,16 @@ class ChunkStore:
         if self._on_cut is not None:
             self._on_cut(rel, st, manifest)
         return cut
+
+    def _stat_live(self, rel: str) -> os.stat_result | None:
+        """What is at ``rel``; ``None`` when nothing is, or when the way there is a link that
+        leaves root or leads into the reserved area (a download refuses those too: its chunks
+        must not be served either)."""
+        try:
+            self.root.resolve_for_read(rel)
+            return os.stat(self.root.join(rel), follow_symlinks=False)
+        except (OSError, PathError):
+            return None
 
     def _cut(self, rel: str) -> tuple[os.stat_result, Manifest] | None:
         try:
