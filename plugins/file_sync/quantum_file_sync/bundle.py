@@ -157,7 +157,8 @@ class BundleDecoder:
         plain = _PLAIN_FILE_HEADER.fullmatch(line)
         if plain is not None:  # exactly what file_header writes for a plain path
             path, size, digest = plain.groups()
-            return self._expect(path.decode("ascii"), int(size), digest.decode("ascii"))
+            self._expect(path.decode("ascii"), int(size), digest.decode("ascii"))
+            return None
         try:
             header = json.loads(line)
         except ValueError:
@@ -180,7 +181,8 @@ class BundleDecoder:
             raise BundleError(f"malformed size for {path!r}")
         if not isinstance(digest, str) or len(digest) != 64 or not _HEX.issuperset(digest):
             raise BundleError(f"malformed hash for {path!r}")
-        return self._expect(path, size, digest)
+        self._expect(path, size, digest)
+        return None
 
     def _expect(self, path: str, size: int, digest: str) -> None:
         if size > self.max_file_size:
