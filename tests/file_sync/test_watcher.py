@@ -256,3 +256,20 @@ def test_a_crash_before_the_first_snapshot_still_journals_what_changed_meanwhile
         ),
         what="the file written while the server was down, journaled",
     )
+
+
+def test_a_file_journaled_after_the_snapshot_and_deleted_during_a_crash_is_journaled_deleted(
+    start_quantum: StartQuantum,
+) -> None:
+    """Convergence seed 13: the disk and the (older) snapshot agreed that the file did not
+    exist, so the rescan found nothing, though the journal announced it: clients kept it."""
+    server = start_quantum(file_sync_config(enable_upload=True))
+    assert http("PUT", server.url + "/api/files/doomed.txt", b"after the snapshot").status == 201
+    seq = head(server)
+    server.kill()
+
+    (server.root / "doomed.txt").unlink()
+    server.restart()
+
+    ops = wait_for_ops(server, seq, 1)
+    assert ops == [{"Delete": {"path": "doomed.txt", "is_directory": False}}]

@@ -135,6 +135,7 @@ class SyncEngine:
         loaded = await asyncio.to_thread(Index.load, snapshot) if use_snapshot else None
         if loaded is not None:
             index = loaded
+            await _catch_up(index, changelog)
         elif shared:
             index = Index()  # filled by JournaledIndex.load_at_start below
         else:
@@ -142,7 +143,7 @@ class SyncEngine:
             if use_snapshot:
                 # A baseline at once: after a crash before the first periodic save, the next
                 # start must still find (and journal) what changed on disk since this one.
-                await asyncio.to_thread(index.save, snapshot)
+                await _save(index, snapshot, changelog)
         self.index = index
         self.metrics = FileMetrics.create(registry)
         recorder = Recorder(changelog, index, root, self.metrics, self.logger)
@@ -197,8 +198,8 @@ class SyncEngine:
             else:
                 watcher = new_watcher()
                 if use_snapshot:
-                    saving = loop.create_task(_keep_saved(index, snapshot))
-                    self._on_close(lambda: _save_after(saving, index, snapshot))
+                    saving = loop.create_task(_keep_saved(index, snapshot, changelog))
+                    self._on_close(lambda: _save_after(saving, index, snapshot, changelog))
                 self._on_close(watcher.close)
                 await watcher.start(rescan=loaded is not None)
         self.logger.info(
@@ -463,18 +464,38 @@ async def _reap_uploads(uploads: UploadStore, logger: Any) -> None:
             logger.info("expired uploads removed", count=len(removed))
 
 
-async def _keep_saved(index: Index, path: Path) -> None:
+async def _keep_saved(index: Index, path: Path, changelog: ChangeLog) -> None:
     saved = index.version
     while True:
         await asyncio.sleep(SNAPSHOT_EVERY)
         if index.version != saved:
             saved = index.version
-            await asyncio.to_thread(index.save, path)
+            await _save(index, path, changelog)
 
 
-async def _save_after(task: asyncio.Task[None], index: Index, path: Path) -> None:
+async def _save_after(
+    task: asyncio.Task[None], index: Index, path: Path, changelog: ChangeLog
+) -> None:
     await _cancel(task)
-    await asyncio.to_thread(index.save, path)
+    await _save(index, path, changelog)
+
+
+async def _save(index: Index, path: Path, changelog: ChangeLog) -> None:
+    # The head is read first: every change journaled up to it is in the index already (the
+    # index is updated before the journal), later ones are replayed onto it at the next start.
+    position = (changelog.epoch, await changelog.head())
+    await asyncio.to_thread(index.save, path, position)
+
+
+async def _catch_up(index: Index, changelog: ChangeLog) -> None:
+    """Apply to a loaded snapshot what the journal holds beyond it, so the start's rescan
+    compares the disk with what clients were told: after a crash it journals exactly what was
+    not journaled, nothing twice."""
+    if index.journal is None or index.journal[0] != changelog.epoch:
+        return  # an older snapshot, or a new journal (whose clients re-list anyway)
+    events = await changelog.replay(*index.journal)
+    for event in events or ():
+        index.apply(event.operation)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantum_file_sync.metadata import HashCache, StatKey
+from quantum_file_sync.operations import Delete, Move, Operation
 from quantum_file_sync.paths import (
     SafeRoot,
     is_reserved_name,
@@ -27,6 +28,8 @@ from quantum_file_sync.paths import (
 )
 
 SNAPSHOT_FORMAT = 1
+JournalPosition = tuple[str, int]
+"""(epoch, seq)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,8 @@ class Index:
         self._children: dict[str, set[str]] = {}
         self.version = 0
         """Incremented by every change (tells when a snapshot is due)."""
+        self.journal: JournalPosition | None = None
+        """Of a loaded snapshot: the journal position it reflects (``None``: unknown)."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -183,18 +188,20 @@ class Index:
             self._children.setdefault(parent(rel), set()).add(rel)
         self.version += 1
 
-    def save(self, path: Path) -> None:
-        """Write a snapshot atomically (blocking), for :func:`load` at the next start."""
+    def save(self, path: Path, journal: JournalPosition | None = None) -> None:
+        """Write a snapshot atomically (blocking), for :func:`load` at the next start.
+        ``journal``: the newest journaled change the index already reflects (read before)."""
         rows = [
             [rel, e.is_dir, e.key.dev, e.key.ino, e.key.size, e.key.mtime_ns, e.hash]
             for rel, e in self._entries.items()
         ]
+        data: dict[str, object] = {"format": SNAPSHOT_FORMAT, "entries": rows}
+        if journal is not None:
+            data["epoch"], data["seq"] = journal
         temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
         try:
             with temp.open("w", encoding="utf-8") as handle:
-                json.dump(
-                    {"format": SNAPSHOT_FORMAT, "entries": rows}, handle, separators=(",", ":")
-                )
+                json.dump(data, handle, separators=(",", ":"))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, path)
@@ -213,9 +220,27 @@ class Index:
             for rel, is_dir, dev, ino, size, mtime_ns, digest in data["entries"]:
                 validate(rel)  # it is only a file on disk: never trust it to stay under root
                 index.put(rel, Entry(bool(is_dir), StatKey(dev, ino, size, mtime_ns), digest))
+            if isinstance(data.get("epoch"), str) and isinstance(data.get("seq"), int):
+                index.journal = (data["epoch"], data["seq"])
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None
         return index
+
+    def apply(self, operation: Operation) -> None:
+        """Bring a loaded snapshot up to a journaled operation it may not reflect yet (the
+        journal runs ahead of a snapshot saved up to 30 s before a crash). An entry that
+        already holds the journaled version keeps its stat identity; a new one gets none that
+        a file on disk could match, so the rescan compares it by content."""
+        if isinstance(operation, Delete):
+            self.remove_tree(operation.path)
+            return
+        if isinstance(operation, Move) and operation.from_path in self._entries:
+            self.move_tree(operation.from_path, operation.metadata.path)
+        meta = operation.metadata
+        current = self._entries.get(meta.path)
+        if current is None or current.is_dir != meta.is_directory or current.hash != meta.hash:
+            unknown = StatKey(0, 0, meta.size, -1)
+            self.put(meta.path, Entry(meta.is_directory, unknown, meta.hash))
 
 
 def scan(root: SafeRoot, hashes: HashCache) -> Index:
