@@ -73,7 +73,8 @@ class Prefetcher:
         self.supported = True
         """Until the server showed it has no bundle endpoint."""
         self._slots: dict[str, _Slot] = {}
-        self._made: list[TempDownload] = []
+        self._made: set[TempDownload] = set()
+        """Temp files written and not installed on arrival (removed by :meth:`close`)."""
         self._runner: asyncio.Task[None] | None = None
         self._adopt: Adopt = _never_adopt
         self._schedule: Schedule = _never_schedule
@@ -179,7 +180,7 @@ class Prefetcher:
                 continue
             outcome = _store(self.tmp_dir, slot.wanted, record)
             if isinstance(outcome, TempDownload):
-                self._made.append(outcome)
+                self._made.add(outcome)
             self._deliver(slot, outcome)
 
     def _deliver(self, slot: _Slot, outcome: Outcome) -> None:
@@ -187,6 +188,7 @@ class Prefetcher:
             return
         path = slot.wanted.path
         if isinstance(outcome, TempDownload) and self._adopt(path, outcome):
+            self._made.discard(outcome)
             self._slots.pop(path, None)
             slot.result.set_result(None)
             return
