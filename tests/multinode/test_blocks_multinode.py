@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -133,6 +135,42 @@ def test_concurrent_commits_through_both_nodes_keep_the_shared_index_sound(
         for node in (a, b):
             assert _manifest_on(node, path) == manifest
             assert missing(node, manifest) == []
+
+
+def _commit_after(
+    barrier: threading.Barrier, path: str, version: tuple[RunningQuantum, Manifest]
+) -> int:
+    barrier.wait()
+    return commit(version[0], path, version[1]).status
+
+
+def test_commits_of_one_path_through_both_nodes_leave_the_last_version_known(
+    start_node: StartNode, shared_root: Path, tmp_path: Path
+) -> None:
+    """The commit that lost the race must not record its version over the winner's."""
+    a, b = start_node("a"), start_node("b")
+    for round_ in range(12):
+        path = f"contested-{round_}.bin"
+        base = random_bytes(3 * MiB, 300 + round_)
+        send_file(a, tmp_path, path, base)
+        versions = []
+        for number, node in enumerate((a, b)):
+            changed = bytearray(base)
+            changed[100 + number] ^= 0xFF
+            manifest = manifest_of(tmp_path, bytes(changed))
+            lacking = missing(node, manifest, path)
+            assert upload(node, records(bytes(changed), manifest, lacking)).status == 200
+            versions.append((node, bytes(changed), manifest))
+        barrier = threading.Barrier(2)
+        with ThreadPoolExecutor(2) as pool:
+            replies = list(
+                pool.map(partial(_commit_after, barrier, path), [(v[0], v[2]) for v in versions])
+            )
+        assert replies == [200, 200]
+        final = (shared_root / path).read_bytes()
+        ((_, _, manifest),) = [v for v in versions if v[1] == final]
+        for node in (a, b):
+            assert missing(node, manifest) == [], round_
 
 
 def test_a_node_starting_keeps_the_blob_another_node_is_writing(

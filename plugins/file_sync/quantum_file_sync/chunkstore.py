@@ -263,9 +263,10 @@ class ChunkStore:
         finally:
             os.close(fd)
 
-    async def record_live(self, rel: str, key: StatKey, manifest: Manifest) -> None:
-        """The live file at ``rel`` (version ``key``) is ``manifest``: a commit that knows it."""
-        await self._run(self._record_live, rel, key, manifest)
+    async def record_live(self, rel: str, key: StatKey, manifest: Manifest) -> bool:
+        """The live file at ``rel`` (version ``key``) is ``manifest``: a commit that knows it.
+        ``False`` (nothing recorded) when the file is not that version any more."""
+        return await self._run(self._record_live, rel, key, manifest)
 
     async def forget_sources(self, sources: Iterable[Source]) -> None:
         """These sources did not hold their chunk: forget them, and cut their live files again
@@ -297,9 +298,17 @@ class ChunkStore:
             return None
         return Manifest(row[4], row[2], unpack(row[5]))
 
-    def _record_live(self, rel: str, key: StatKey, manifest: Manifest) -> None:
+    def _record_live(self, rel: str, key: StatKey, manifest: Manifest) -> bool:
         with self.db:
-            self.db.execute("BEGIN")
+            # The file is checked inside the write transaction: a newer version recorded by
+            # another commit (on any node sharing this index) is never overwritten by this one.
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                now = StatKey.of(os.stat(self.root.join(rel), follow_symlinks=False))
+            except OSError:
+                return False
+            if now != key:
+                return False
             self.db.execute("DELETE FROM locations WHERE path = ?", (rel,))
             self.db.execute(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -309,6 +318,7 @@ class ChunkStore:
                 "INSERT OR IGNORE INTO locations VALUES (?, ?, ?, ?)",
                 ((bytes.fromhex(c.hash), rel, c.offset, c.size) for c in manifest.chunks),
             )
+        return True
 
     def _forget_live(self, rel: str, below_too: bool = True) -> None:
         where, keys = (_SUBTREE, _subtree(rel)) if below_too else ("path = ?", (rel,))

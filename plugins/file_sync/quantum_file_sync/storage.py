@@ -265,7 +265,7 @@ class Storage:
         with the same preconditions, atomicity and journaling as :meth:`put`."""
         await self._check_target(rel, preconditions)  # before any work; again under the lock
         try:
-            upload = await self._assemble(rel, manifest)
+            upload, key = await self._assemble(rel, manifest)
         except errors.ApiError as error:
             if error.code == "missing_chunks":  # a commit meanwhile may have replaced the file
                 await self._check_target(rel, preconditions)
@@ -274,9 +274,9 @@ class Storage:
             result = await _shielded(self._commit_upload(rel, upload, preconditions, source_client))
         finally:
             self.temp.discard(upload.temp)
-        entry = self.index.get(rel)
-        if entry is not None and entry.hash == manifest.hash:
-            await self.chunks.record_live(rel, entry.key, manifest)
+        # Recorded under the identity of the file built here (a rename keeps it), and only while
+        # that file is still at rel: another node's commit may have replaced it already.
+        if await self.chunks.record_live(rel, key, manifest):
             await self.chunks.drop_blobs(ref.hash for ref in manifest.chunks)
         return result
 
@@ -303,7 +303,7 @@ class Storage:
         if current is not None and current.is_dir:
             raise errors.conflict(f"{rel!r} is a directory", "is_directory")
 
-    async def _assemble(self, rel: str, manifest: Manifest) -> Upload:
+    async def _assemble(self, rel: str, manifest: Manifest) -> tuple[Upload, StatKey]:
         try:
             return await self._assemble_from_sources(rel, manifest)
         except SourcesChanged as changed:
@@ -316,11 +316,12 @@ class Storage:
         except SourcesChanged as changed:
             raise missing_chunks(changed.hashes) from None
 
-    async def _assemble_from_sources(self, rel: str, manifest: Manifest) -> Upload:
+    async def _assemble_from_sources(self, rel: str, manifest: Manifest) -> tuple[Upload, StatKey]:
         sources = await self._sources_of(rel, manifest)
         fd, temp = self.temp.create()
         try:
             assembled = await asyncio.to_thread(assemble, manifest, sources, fd)
+            key = StatKey.of(os.fstat(fd))
         except BaseException as error:
             self.temp.discard(temp)
             if isinstance(error, SourcesChanged):
@@ -338,7 +339,7 @@ class Storage:
             raise
         finally:
             os.close(fd)
-        return Upload(temp, assembled.digest, assembled.size)
+        return Upload(temp, assembled.digest, assembled.size), key
 
     async def _sources_of(self, rel: str, manifest: Manifest) -> dict[str, Source]:
         hashes = [ref.hash for ref in manifest.chunks]
