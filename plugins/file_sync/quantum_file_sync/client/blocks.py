@@ -38,6 +38,7 @@ from quantum_file_sync.chunks import (
 from quantum_file_sync.client.chunk_index import ChunkIndex, ChunkLocation
 from quantum_file_sync.client.local import (
     INLINE_HASH_LIMIT,
+    BackgroundHasher,
     FileUnstable,
     LocalTree,
     StatKey,
@@ -46,6 +47,7 @@ from quantum_file_sync.client.local import (
 )
 from quantum_file_sync.client.progress import SyncStats
 from quantum_file_sync.client.remote import (
+    HASH_BACKLOG,
     BlocksUnsupported,
     HashMismatch,
     MissingChunks,
@@ -217,10 +219,10 @@ def read_for_upload(source: str, key: StatKey, refs: Sequence[ChunkRef]) -> byte
 
 def copy_local_chunk(
     root: str, ref: ChunkRef, where: Sequence[ChunkLocation], temp: TempDownload
-) -> list[str]:
-    """Append chunk ``ref`` to ``temp`` from the first local file that still holds it.
-    Returns the paths found stale on the way; all of ``where`` when none held it (then
-    nothing was written)."""
+) -> tuple[bytes | None, list[str]]:
+    """Append chunk ``ref`` to ``temp`` (not hashed into it: the caller feeds its hasher)
+    from the first local file that still holds it. Returns the bytes (``None``: no file held
+    it, nothing was written) and the paths found stale on the way."""
     stale: list[str] = []
     for location in where:
         try:
@@ -237,9 +239,9 @@ def copy_local_chunk(
         if data is None:  # changed since it was cut
             stale.append(location.path)
             continue
-        temp.write(data)
-        return stale
-    return stale
+        temp.write(data, hashed=False)
+        return data, stale
+    return None, stale
 
 
 # --- transfers -------------------------------------------------------------------------------
@@ -403,20 +405,32 @@ class BlockTransfers:
         root = str(self.local.root)
         written: dict[str, int] = {}  # chunk hash → its offset in temp (repeats are read back)
         reader = os.open(temp.path, _READ_FLAGS)
+        # The whole-file hash runs on a thread of its own, next to the one that reads,
+        # verifies and writes the chunks: the two SHA-256 passes take two cores.
+        hasher = BackgroundHasher(temp.hasher)
         try:
             for ref in manifest.chunks:
+                data: bytes | None
                 earlier = written.get(ref.hash)
                 if earlier is not None:  # a repeat: read back what was written
                     data = os.pread(reader, ref.size, earlier)
-                    await asyncio.to_thread(temp.write, data)
+                    await asyncio.to_thread(temp.write, data, hashed=False)
                     reused = True
-                elif ref.hash in plan.local:
-                    reused = await self._copy_local(root, ref, plan.local[ref.hash], temp)
-                    if not reused:  # no local file holds it any more
-                        await asyncio.to_thread(temp.write, await fetcher.fetch_now(ref))
                 else:
-                    await asyncio.to_thread(temp.write, await fetcher.take(ref))
-                    reused = False
+                    data = None
+                    if ref.hash in plan.local:
+                        data = await self._copy_local(root, ref, plan.local[ref.hash], temp)
+                    reused = data is not None
+                    if data is None:
+                        data = await (
+                            fetcher.fetch_now(ref)  # no local file holds it any more
+                            if ref.hash in plan.local
+                            else fetcher.take(ref)
+                        )
+                        await asyncio.to_thread(temp.write, data, hashed=False)
+                hasher.update(data)
+                while hasher.backlog > HASH_BACKLOG:
+                    await asyncio.sleep(0.002)
                 if reused:
                     moved.chunks_reused += 1
                     moved.bytes_reused += ref.size
@@ -427,6 +441,7 @@ class BlockTransfers:
                 if on_bytes is not None:
                     on_bytes(ref.size)
         finally:
+            await hasher.close()
             os.close(reader)
             await fetcher.close()
         temp.finish()
@@ -454,11 +469,11 @@ class BlockTransfers:
 
     async def _copy_local(
         self, root: str, ref: ChunkRef, where: list[ChunkLocation], temp: TempDownload
-    ) -> bool:
-        stale = await asyncio.to_thread(copy_local_chunk, root, ref, where, temp)
+    ) -> bytes | None:
+        data, stale = await asyncio.to_thread(copy_local_chunk, root, ref, where, temp)
         for gone in dict.fromkeys(stale):
             self.index.forget(gone)
-        return len(stale) < len(where)
+        return data
 
 
 class _Fetcher:
@@ -522,10 +537,11 @@ class _Fetcher:
         found: dict[str, bytes] = {}
         decoder = RecordDecoder()
         try:
-            async for piece in self.remote.fetch_chunks(list(wanted)):
-                for digest, data in decoder.feed(piece):
-                    if wanted.get(digest) == len(data):
-                        found[digest] = data
+            async with contextlib.aclosing(self.remote.fetch_chunks(list(wanted))) as pieces:
+                async for piece in pieces:
+                    for digest, data in decoder.feed(piece):
+                        if wanted.get(digest) == len(data):
+                            found[digest] = data
             decoder.finish()
         except ManifestError as exc:
             raise HashMismatch(f"malformed chunk records: {exc}") from None

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -321,7 +321,7 @@ class RemoteClient:
         )
         return [str(h) for h in body["stored"]]
 
-    async def fetch_chunks(self, hashes: Sequence[str]) -> AsyncIterator[bytes]:
+    async def fetch_chunks(self, hashes: Sequence[str]) -> AsyncGenerator[bytes, None]:
         """``POST /api/chunks/get``: the records body, piece by piece as it arrives."""
         url = api_url(self.server, "chunks/get")
         try:
