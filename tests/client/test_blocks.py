@@ -80,8 +80,10 @@ async def test_probing_a_large_file_records_its_manifest(tmp_path: Path) -> None
     )
     (tmp_path / "big").write_bytes(pseudo_random(2 * MiB))
     (tmp_path / "small").write_bytes(b"small")
+    (tmp_path / "medium").write_bytes(pseudo_random(local.CHUNKED_HASH_MIN - 1))
     big = await tree.probe("big", None)
     await tree.probe("small", None)
+    await tree.probe("medium", None)  # hashed only: it moves by one plain request
     assert big is not None and not isinstance(big, local.Unsupported)
     assert [(path, manifest.hash) for path, _, manifest in seen] == [("big", big.hash)]
 

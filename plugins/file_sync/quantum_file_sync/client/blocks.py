@@ -37,6 +37,7 @@ from quantum_file_sync.chunks import (
 )
 from quantum_file_sync.client.chunk_index import ChunkIndex, ChunkLocation
 from quantum_file_sync.client.local import (
+    CHUNKED_HASH_MIN,
     INLINE_HASH_LIMIT,
     BackgroundHasher,
     FileUnstable,
@@ -56,7 +57,7 @@ from quantum_file_sync.client.remote import (
 )
 from quantum_file_sync.client.remote_view import RemoteEntry
 
-BLOCK_THRESHOLD = 1024 * 1024
+BLOCK_THRESHOLD = CHUNKED_HASH_MIN
 """Files at least this large move by blocks; smaller ones cost one request either way."""
 UPLOAD_BATCH_BYTES = 16 * 1024 * 1024
 FETCH_BATCH_BYTES = 16 * 1024 * 1024

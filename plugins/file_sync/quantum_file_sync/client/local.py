@@ -39,6 +39,10 @@ from quantum_file_sync.paths import PathError, validate
 CHUNK = 1024 * 1024
 INLINE_HASH_LIMIT = 256 * 1024
 """Smaller files are hashed on the event loop: a thread hop would cost more than the hash."""
+CHUNKED_HASH_MIN = 1024 * 1024
+"""Files this large are hashed by cutting them into chunks (the whole-file hash comes out of
+the same pass, and the manifest feeds the chunk index); they are the ones that move by blocks.
+Below, cutting costs a few times a plain hash (thread start-up, a second pass)."""
 _PID = os.getpid()
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 RACY_WINDOW_NS = 2_000_000_000
@@ -212,7 +216,9 @@ class LocalTree:
             return LocalState(key, cached[1])
         if key.size <= INLINE_HASH_LIMIT:
             digest, key = sha256_file(self.abs(rel), key)
-        else:  # cutting costs little more than hashing and feeds the chunk index
+        elif key.size < CHUNKED_HASH_MIN:
+            digest, key = await asyncio.to_thread(sha256_file, self.abs(rel), key)
+        else:
             manifest, key = await asyncio.to_thread(chunk_file, self.abs(rel), key)
             digest = manifest.hash
             self.on_chunked(rel, key, manifest)
