@@ -29,9 +29,16 @@ from quantum_file_sync.client.local import (
 )
 from quantum_file_sync.client.logs import Logger
 from quantum_file_sync.client.progress import SyncStats
-from quantum_file_sync.client.remote import HashMismatch, MissingChunks, RemoteClient
+from quantum_file_sync.client.remote import (
+    HashMismatch,
+    MissingChunks,
+    PreconditionFailed,
+    RemoteClient,
+)
 from quantum_file_sync.client.remote_view import RemoteEntry
 from quantum_file_sync.client.state import StateDB
+
+from tests.file_sync.conftest import StartQuantum, file_sync_config
 
 MiB = 1024 * 1024
 
@@ -275,3 +282,42 @@ async def test_a_file_that_changes_on_the_server_mid_download_is_a_hash_mismatch
     stale = RemoteEntry("f.bin", False, "0" * 64, len(data), "")  # the listing is behind
     with TempDownload(rig.root.parent / "tmp") as temp, pytest.raises(HashMismatch):
         await rig.blocks.download("f.bin", stale, temp, None)
+
+
+# --- against the real server -----------------------------------------------------------------
+
+
+@pytest.fixture
+async def real(start_quantum: StartQuantum, tmp_path: Path) -> AsyncIterator[tuple[Rig, Path]]:
+    server = start_quantum(file_sync_config(enable_upload=True))
+    root = tmp_path / "folder"
+    root.mkdir()
+    (tmp_path / "tmp").mkdir()
+    state = StateDB(tmp_path / "state.sqlite3")
+    async with aiohttp.ClientSession() as session:
+        remote = RemoteClient(session, server.url, "t", None)
+        local = LocalTree(root, tmp_path / "tmp", IgnoreRules.load(root, ()))
+        stats = SyncStats()
+        log = Logger(100, lambda _line: None, console=False)
+        blocks = BlockTransfers(remote, ChunkIndex(state), local, stats, log)
+        yield Rig(Scripted(), blocks, root, stats), server.root
+    state.close()
+
+
+async def test_block_commits_carry_the_plain_uploads_preconditions(
+    real: tuple[Rig, Path],
+) -> None:
+    rig, server_root = real
+    first, key = write(rig.root, "f.bin", random_bytes(3 * MiB, 10))
+    entry, moved = await rig.blocks.upload("f.bin", key, first.hash, if_match=None)
+    assert moved is not None and entry.hash == first.hash
+    assert (server_root / "f.bin").read_bytes() == (rig.root / "f.bin").read_bytes()
+    with pytest.raises(PreconditionFailed):  # "create only", but it exists now
+        await rig.blocks.upload("f.bin", key, first.hash, if_match=None)
+
+    second, key = write(rig.root, "f.bin", random_bytes(3 * MiB, 11))
+    with pytest.raises(PreconditionFailed):  # based on a version the server does not have
+        await rig.blocks.upload("f.bin", key, second.hash, if_match="0" * 64)
+    entry, moved = await rig.blocks.upload("f.bin", key, second.hash, if_match=first.hash)
+    assert entry.hash == second.hash
+    assert (server_root / "f.bin").read_bytes() == (rig.root / "f.bin").read_bytes()
