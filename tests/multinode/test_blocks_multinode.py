@@ -8,11 +8,14 @@ one ``index-HOSTNAME.sqlite3``, which concurrent commits through both must leave
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -33,6 +36,7 @@ from tests.file_sync.test_blocks import (
     upload,
 )
 from tests.multinode.conftest import StartNode
+from tests.support.processes import QUANTUM, QuantumProcess, free_port, wait_for_port
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -190,3 +194,123 @@ def test_a_node_starting_keeps_the_blob_another_node_is_writing(
     wait_until(lambda: not abandoned.exists(), what="b to clear what a crash left")
     assert writing.read_bytes() == b"half of a chunk"
     assert http("GET", a.url + "/api/list").status == 200
+
+
+# -- a node on another host (its own UTS namespace, so its own hostname and index) ---------------
+
+OTHER_HOST = "quantum-other-host"
+_IN_OTHER_HOST = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', OTHER_HOST]
+
+
+class _OtherHostProcess(QuantumProcess):
+    def start(self, *, wait: bool = True) -> QuantumProcess:
+        self.write_config()
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*_IN_OTHER_HOST, *QUANTUM, "run", "--config", str(self.config_path), *self.args],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if wait and self.port is not None:
+            wait_for_port(self.port)
+        return self
+
+
+@pytest.fixture
+def on_other_host(tmp_path: Path) -> Iterator[Callable[[RunningQuantum], RunningQuantum]]:
+    """``on_other_host(a)``: a node of a's cluster whose hostname is not this host's."""
+    probe = subprocess.run(
+        ["unshare", "--uts", "hostname", OTHER_HOST], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"no UTS namespace here: {probe.stderr.decode().strip()}")
+    started: list[RunningQuantum] = []
+
+    def start(peer: RunningQuantum) -> RunningQuantum:
+        config = copy.deepcopy(peer.config)
+        port = free_port()
+        next(iter(config["apps"]["http"]["servers"].values()))["listen"] = [f"127.0.0.1:{port}"]
+        workdir = tmp_path / "other-host"
+        workdir.mkdir()
+        process = _OtherHostProcess(config, workdir, port=port)
+        node = RunningQuantum(process, peer.root, workdir, config)
+        started.append(node)
+        node.process.start()
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
+def test_a_node_on_another_host_finds_the_chunks_of_a_file_written_on_a_by_its_path(
+    start_node: StartNode,
+    on_other_host: Callable[[RunningQuantum], RunningQuantum],
+    shared_root: Path,
+    tmp_path: Path,
+) -> None:
+    a = start_node("a")
+    b = on_other_host(a)
+    data = random_bytes(8 * MiB, 400)
+    send_file(a, tmp_path, "written-on-a.bin", data)
+    old = manifest_of(tmp_path, data)
+    indexes = {p.name for p in _chunks_dir(shared_root).glob("index-*.sqlite3")}
+    assert indexes == {f"index-{socket.gethostname()}.sqlite3", f"index-{OTHER_HOST}.sqlite3"}
+
+    changed = bytearray(data)
+    changed[3 * MiB] ^= 0xFF
+    new = manifest_of(tmp_path, bytes(changed))
+    lacking = missing(b, new, "written-on-a.bin")  # b cuts the file it has not seen yet
+    assert len(lacking) == 1
+    assert upload(b, records(bytes(changed), new, lacking)).status == 200
+    updated = commit(b, "written-on-a.bin", new, **{"If-Match": f'"{old.hash}"'})
+    assert updated.status == 200, updated.body
+    assert (shared_root / "written-on-a.bin").read_bytes() == bytes(changed)
+    # a knows the file's new version as well once it has followed b's change
+    wait_until(lambda: _manifest_on(a, "written-on-a.bin") == new, what="a to see b's change")
+    assert missing(a, new) == []
+    assert send_file(a, tmp_path, "copy-on-a.bin", bytes(changed)) == []
+
+    # and chunks uploaded to a are committed through b
+    other = random_bytes(3 * MiB, 401)
+    manifest = manifest_of(tmp_path, other)
+    assert upload(a, records(other, manifest)).status == 200
+    assert missing(b, manifest) == []
+    assert commit(b, "uploaded-to-a.bin", manifest).status == 201
+    assert (shared_root / "uploaded-to-a.bin").read_bytes() == other
+
+
+def test_a_chunk_uploaded_again_to_another_host_lives_its_full_expiry(
+    start_node: StartNode,
+    on_other_host: Callable[[RunningQuantum], RunningQuantum],
+    shared_root: Path,
+    tmp_path: Path,
+) -> None:
+    """Each host's index remembers when *it* stored a blob; the blob file is shared. a must
+    not reap a blob b stored again after a did (b's client is about to commit with it)."""
+    expire = 4.0
+    a = start_node("a", uploads={"expire": f"{expire:g}s"})
+    b = on_other_host(a)
+    data = random_bytes(200 * 1024, 500)  # one chunk
+    manifest = manifest_of(tmp_path, data)
+    (digest,) = [c.hash for c in manifest.chunks]
+    blob = _chunks_dir(shared_root) / digest[:2] / digest
+    assert upload(a, records(data, manifest)).status == 200
+    stored_on_a = blob.stat().st_mtime
+    wait_until(lambda: time.time() > stored_on_a + expire / 2, what="half the expiry")
+    assert upload(b, records(data, manifest)).status == 200  # another client, through b
+    stored_on_b = blob.stat().st_mtime
+    a_index = _chunks_dir(shared_root) / f"index-{socket.gethostname()}.sqlite3"
+
+    def a_reaper_saw_it() -> bool:  # dropped a's row, or moved it to b's store time
+        with sqlite3.connect(f"file:{a_index}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT stored FROM blobs").fetchall()
+        return rows == [] or rows[0][0] >= stored_on_b
+
+    wait_until(a_reaper_saw_it, timeout=3 * expire, what="a's reaper")
+    assert time.time() < stored_on_b + expire  # b's upload has not expired yet
+    assert blob.read_bytes() == data
+    assert missing(b, manifest) == []
+    wait_until(lambda: not blob.exists(), timeout=3 * expire, what="the blob's expiry")

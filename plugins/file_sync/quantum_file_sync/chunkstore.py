@@ -449,8 +449,18 @@ class ChunkStore:
     def _reap(self, older_than: float) -> int:
         self._remove_stale_temps()
         rows = self.db.execute("SELECT hash FROM blobs WHERE stored < ?", (older_than,)).fetchall()
-        self._drop_blobs([raw.hex() for (raw,) in rows])
-        return len(rows)
+        expired: list[str] = []
+        for (raw,) in rows:
+            try:  # each store writes the file anew: another node may have stored it since
+                stored = self.blob_path(raw.hex()).stat().st_mtime
+            except FileNotFoundError:
+                stored = 0.0
+            if stored >= older_than:
+                self.db.execute("UPDATE blobs SET stored = ? WHERE hash = ?", (stored, raw))
+            else:
+                expired.append(raw.hex())
+        self._drop_blobs(expired)
+        return len(expired)
 
 
 def read_source(source: Source) -> bytes | None:
