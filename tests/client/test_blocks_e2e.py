@@ -156,6 +156,7 @@ class Proxy:
         self.forwarded_uploads: list[list[str]] = []
         """The ``stored`` hashes of each chunk upload that went through."""
         self.held = 0
+        self._uploads = 0
         self.url = ""
         self._loop = asyncio.new_event_loop()
         self._release: asyncio.Event | None = None
@@ -208,14 +209,12 @@ class Proxy:
             query.pop("manifest", None)
             headers.pop("Accept", None)
         is_chunk_upload = request.method == "POST" and path == "/api/chunks"
-        if (
-            is_chunk_upload
-            and self.hold_uploads_after is not None
-            and len(self.forwarded_uploads) >= self.hold_uploads_after
-        ):
-            self.held += 1
-            await self._release.wait()
-            raise web.HTTPServiceUnavailable()
+        if is_chunk_upload:
+            if self.hold_uploads_after is not None and self._uploads >= self.hold_uploads_after:
+                self.held += 1
+                await self._release.wait()
+                raise web.HTTPServiceUnavailable()
+            self._uploads += 1
         body = await request.read()
         async with self._session.request(
             request.method,
@@ -270,7 +269,11 @@ def test_an_upload_cut_short_resumes_with_the_chunks_already_sent(
 
     first = start_once(a)
     try:
-        wait_until(lambda: proxy.held >= 1, 60.0, "the second chunk upload")
+        wait_until(
+            lambda: proxy.held >= 1 and len(proxy.forwarded_uploads) == 1,
+            60.0,
+            "the first chunk upload through, the next one held",
+        )
     finally:
         first.kill()
         first.wait()

@@ -23,7 +23,8 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,9 @@ FETCH_BATCH_BYTES = 16 * 1024 * 1024
 FETCH_AHEAD_BYTES = 64 * 1024 * 1024
 """Fetched chunks held in memory before the writer reaches them."""
 HASHES_PER_REQUEST = 10_000
+IN_FLIGHT = 2
+"""Chunk requests of one transfer under way at once: the client reads the next batch while
+the server stores the previous one (and the other way round for downloads)."""
 COMMIT_ATTEMPTS = 3
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -186,6 +190,18 @@ def distinct(refs: Iterable[ChunkRef]) -> list[ChunkRef]:
     for ref in refs:
         first.setdefault(ref.hash, ref)
     return list(first.values())
+
+
+async def all_or_none(jobs: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``jobs`` concurrently; the first failure cancels the others and is raised as it is
+    (callers tell its kind apart: FileUnstable, ConnectionLost...)."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # --- reading local chunks (worker threads) ---------------------------------------------------
@@ -346,16 +362,22 @@ class BlockTransfers:
         on_bytes: OnBytes | None,
     ) -> None:
         source = self.local.abs(path)
-        for batch in batches(refs, UPLOAD_BATCH_BYTES):
-            body = await asyncio.to_thread(read_for_upload, source, key, batch)
-            await self.remote.upload_chunks(body)
-            size = sum(ref.size for ref in batch)
-            moved.chunks_sent += len(batch)
-            moved.bytes_sent += size
-            self.stats.chunks_uploaded += len(batch)
-            self.stats.chunk_bytes_uploaded += size
-            if on_bytes is not None:
-                on_bytes(size)
+        pending = deque(batches(refs, UPLOAD_BATCH_BYTES))
+
+        async def send_batches() -> None:
+            while pending:
+                batch = pending.popleft()
+                body = await asyncio.to_thread(read_for_upload, source, key, batch)
+                await self.remote.upload_chunks(body)
+                size = sum(ref.size for ref in batch)
+                moved.chunks_sent += len(batch)
+                moved.bytes_sent += size
+                self.stats.chunks_uploaded += len(batch)
+                self.stats.chunk_bytes_uploaded += size
+                if on_bytes is not None:
+                    on_bytes(size)
+
+        await all_or_none([send_batches() for _ in range(min(IN_FLIGHT, len(pending)))])
 
     # --- download ----------------------------------------------------------------------------
 
@@ -517,9 +539,14 @@ class _Fetcher:
             future.cancel()
 
     async def _run(self, refs: list[ChunkRef]) -> None:
-        try:
-            for batch in batches(refs, FETCH_BATCH_BYTES):
+        pending = deque(batches(refs, FETCH_BATCH_BYTES))
+
+        async def fetch_batches() -> None:
+            while pending:
                 await self._room.wait()
+                if not pending:
+                    return
+                batch = pending.popleft()
                 found = await self._fetch(batch)
                 for ref in batch:
                     future = self._arrived.get(ref.hash)
@@ -528,6 +555,9 @@ class _Fetcher:
                         self._held += ref.size
                 if self._held >= FETCH_AHEAD_BYTES:
                     self._room.clear()
+
+        try:
+            await all_or_none([fetch_batches() for _ in range(min(IN_FLIGHT, len(pending)))])
         except Exception as exc:
             for future in self._arrived.values():
                 if not future.done():
