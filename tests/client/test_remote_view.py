@@ -75,3 +75,26 @@ def test_new_epoch_lets_the_new_journal_in() -> None:
     assert view.apply(Create(meta("b")), 3) == ["b"]
     view.skip(7)
     assert view.last_seq == 7
+
+
+def test_a_directory_move_leaves_our_own_later_upload_at_its_source() -> None:
+    """Convergence seed 13: a file we uploaded into ``d`` after the server had moved ``d``
+    (its operation not received yet) was moved along in the view, to where the server never
+    had it: the client kept it there for good."""
+    view = RemoteView()
+    view.apply(Create(meta("d", is_dir=True)), 1)
+    view.apply(Create(meta("d/old")), 2)
+    assert view.set_if_unchanged("d/ours", entry("d/ours", "h2"), view.stamp("d/ours"))
+    touched = view.apply(Move("d", meta("m", is_dir=True)), 3)
+    assert touched is not None and "m/ours" not in touched
+    assert sorted(view.paths()) == ["d/ours", "m", "m/old"]  # its own Create (seq 4) follows
+    view.apply(Create(meta("d/ours", "h2")), 4)
+    assert view.get("d/ours") == entry("d/ours", "h2")
+
+
+def test_our_own_move_carries_what_we_uploaded_before() -> None:
+    view = RemoteView()
+    view.apply(Create(meta("d", is_dir=True)), 1)
+    assert view.set_if_unchanged("d/ours", entry("d/ours"), view.stamp("d/ours"))
+    assert view.move_tree_if_unchanged("d", entry("m", is_dir=True), view.stamp("d"))
+    assert sorted(view.paths()) == ["m", "m/ours"]

@@ -54,6 +54,9 @@ class RemoteView:
         self.epoch: str | None = None
         self.last_seq = 0
         """The newest operation applied (or listing seq): the resume point."""
+        self._unconfirmed: set[str] = set()
+        """Paths set by our own action's reply whose operation has not arrived yet: since
+        operations arrive in seq order, that operation comes after any arriving now."""
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -82,12 +85,14 @@ class RemoteView:
             self._entries[path] = entry
         if seq is not None:
             self._seqs[path] = seq
+            self._unconfirmed.discard(path)
         self._stamps[path] = next(self._counter)
 
     def reset(self, entries: Iterable[RemoteEntry], epoch: str | None, seq: int) -> None:
         """Start from a known state (the merge base, believed current as of ``seq``)."""
         self._entries = {e.path: e for e in entries}
         self._seqs = dict.fromkeys(self._entries, seq)
+        self._unconfirmed.clear()
         for path in self._entries:
             self._stamps[path] = next(self._counter)
         self.epoch = epoch
@@ -122,7 +127,9 @@ class RemoteView:
             touched += self._remove_tree(operation.path, seq)
             self._set(operation.path, None, seq)
         elif isinstance(operation, Move):
-            touched += self._move(operation.from_path, RemoteEntry.of(operation.metadata), seq)
+            touched += self._move(
+                operation.from_path, RemoteEntry.of(operation.metadata), seq, journaled=True
+            )
         return touched
 
     def _remove_tree(self, directory: str, seq: int) -> list[str]:
@@ -131,7 +138,9 @@ class RemoteView:
             self._set(child, None, seq)
         return children
 
-    def _move(self, source: str, target: RemoteEntry, seq: int) -> list[str]:
+    def _move(
+        self, source: str, target: RemoteEntry, seq: int, *, journaled: bool = False
+    ) -> list[str]:
         touched = [source, target.path]
         old = self._entries.get(source)
         self._set(source, None, seq)
@@ -139,6 +148,8 @@ class RemoteView:
         self._set(target.path, target, seq)
         if target.is_dir:
             for child in self.descendants(source):
+                if journaled and child in self._unconfirmed:
+                    continue  # committed after this move: the server left it at the source
                 moved_path = target.path + child[len(source) :]
                 entry = self._entries[child]
                 self._set(child, None, seq)
@@ -180,6 +191,10 @@ class RemoteView:
         ``stamp`` was read (that operation is newer than our action's reply, or is its echo)."""
         if self._stamps.get(path, 0) != stamp:
             return False
+        if entry is not None and entry != self._entries.get(path):
+            self._unconfirmed.add(path)
+        else:
+            self._unconfirmed.discard(path)
         self._set(path, entry, None)
         return True
 

@@ -681,17 +681,21 @@ class _Engine:
         self.stats.moved += 1
         self.log.info("moved on the server", path=move.source, to=move.target)
 
-    def _rebase(self, source: str, target: str) -> None:
-        """Carry the merge base of ``source`` (and everything below it) over to ``target``."""
+    def _rebase(self, source: str, target: str) -> list[str]:
+        """Carry the merge base of ``source`` (and everything below it) over to ``target``;
+        returns the paths involved, old and new."""
         top = self.db.get(source)
         moved = ([top] if top is not None else []) + self.db.descendants(source)
         for entry in moved:
             self.db.remove(entry.path)
+        paths = []
         for entry in moved:
             path = target + entry.path[len(source) :]
             self.db.put(dataclasses.replace(entry, path=path))
             if not entry.is_dir:
                 self.chunk_index.move(entry.path, path)
+            paths += [entry.path, path]
+        return paths
 
     # --- remote events -----------------------------------------------------------------------
 
@@ -755,6 +759,7 @@ class _Engine:
             return
         source, target = operation.from_path, operation.metadata.path
         ignores = self.local.ignore.ignores
+        rebased: list[str] = []
         async with self.scheduler.exclusive():
             base = self.db.get(source)
             key = self.local.stat_key(source)
@@ -772,12 +777,14 @@ class _Engine:
                 except (TargetChanged, UnsafeLocalPath, OSError) as exc:
                     self.log.debug("local rename failed", path=source, reason=str(exc))
                 else:
-                    self._rebase(source, target)
+                    rebased = self._rebase(source, target)
                     self.stats.moved += 1
                     self.log.info("moved locally", path=source, to=target)
             touched = self.view.apply(operation, seq)
         if touched:
-            self.scheduler.add_all(touched, seq)
+            # The view may leave some paths at the source (see RemoteView._move): their old
+            # and new local places are settled too.
+            self.scheduler.add_all([*touched, *rebased], seq)
 
     def _refuse(self, what: str) -> None:
         self.stats.refused += 1
