@@ -336,6 +336,12 @@ def test_commits_to_impossible_targets_change_nothing(
 # -- uploads -------------------------------------------------------------------------------------
 
 
+def test_a_records_body_without_a_header_line_is_400(server: RunningQuantum) -> None:
+    for size in (70_000, MiB, 8 * MiB):  # over aiohttp's line limit too
+        reply = upload(server, b"a" * size)
+        assert (reply.status, reply.json()["code"]) == (400, "bad_record"), size
+
+
 def test_concurrent_uploads_of_one_chunk(start_quantum: StartQuantum, tmp_path: Path) -> None:
     server = start_quantum(file_sync_config(enable_upload=True))
     piece = random_bytes(4 * MiB, 900)

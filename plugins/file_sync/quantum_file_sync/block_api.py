@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import LineTooLong
 
 from quantum_file_sync import errors
 from quantum_file_sync.chunks import (
@@ -79,13 +80,14 @@ class BlockApi:
     async def upload(self, request: web.Request) -> web.StreamResponse:
         """Store each chunk record of the body whose bytes match its hash."""
         if request.content_type != RECORDS_MEDIA_TYPE:
-            raise ApiError(
-                415, "unsupported_media_type", f"chunk uploads are {RECORDS_MEDIA_TYPE}"
-            )
+            raise ApiError(415, "unsupported_media_type", f"chunk uploads are {RECORDS_MEDIA_TYPE}")
         stored: list[str] = []
         content = request.content
         while True:
-            line = await content.readline()
+            try:
+                line = await content.readline()
+            except (LineTooLong, ValueError):  # no newline within aiohttp's line limit
+                raise errors.bad_request("chunk record header too long", "bad_record") from None
             if not line:
                 break
             if len(line) > RECORD_HEADER_MAX:
