@@ -273,6 +273,8 @@ async def test_a_file_that_changes_on_the_server_mid_download_is_a_hash_mismatch
     data = random_bytes(3 * MiB, 9)
     manifest, _ = write(rig.root.parent, "f.bin", data)
     rig.server.publish("f.bin", data, manifest)
+    local_manifest, key = write(rig.root, "local.bin", data[: manifest.chunks[-1].offset])
+    rig.blocks.index.record("local.bin", key, local_manifest)  # all but the last chunk
     entry = RemoteEntry("f.bin", False, manifest.hash, len(data), "")
     rig.server.withhold = {manifest.chunks[-1].hash}  # gone with the version it belonged to
     with TempDownload(rig.root.parent / "tmp") as temp, pytest.raises(HashMismatch):
@@ -321,3 +323,16 @@ async def test_block_commits_carry_the_plain_uploads_preconditions(
     entry, moved = await rig.blocks.upload("f.bin", key, second.hash, if_match=first.hash)
     assert entry.hash == second.hash
     assert (server_root / "f.bin").read_bytes() == (rig.root / "f.bin").read_bytes()
+
+
+async def test_a_file_no_local_file_shares_a_chunk_with_comes_in_one_plain_get(rig: Rig) -> None:
+    data = random_bytes(3 * MiB, 12)
+    manifest, _ = write(rig.root.parent, "f.bin", data)
+    rig.server.publish("f.bin", data, manifest)
+    entry = RemoteEntry("f.bin", False, manifest.hash, len(data), "")
+    with TempDownload(rig.root.parent / "tmp") as temp:
+        moved = await rig.blocks.download("f.bin", entry, temp, None)
+        assert Path(temp.path).read_bytes() == data
+    assert moved is not None and moved.whole_file and moved.chunks_fetched == 0
+    assert rig.server.plain_gets == 1
+    assert moved.manifest == manifest  # recorded in the index once installed

@@ -83,10 +83,13 @@ class Transferred:
     bytes_fetched: int = 0
     chunks_reused: int = 0
     bytes_reused: int = 0
+    whole_file: bool = False
+    """Downloaded with one plain GET: no local file held any of its chunks."""
 
-    def log_fields(self) -> dict[str, int]:
-        fields = {
+    def log_fields(self) -> dict[str, int | bool]:
+        fields: dict[str, int | bool] = {
             "chunks": len(self.manifest.chunks),
+            "whole_file": self.whole_file,
             "chunks_sent": self.chunks_sent,
             "chunk_bytes_sent": self.bytes_sent,
             "chunks_fetched": self.chunks_fetched,
@@ -424,6 +427,10 @@ class BlockTransfers:
             await self._index_current(path, current)
         plan = plan_reuse(manifest, self.index.locations)
         moved = Transferred(manifest)
+        if not plan.local:  # nothing to reuse: one streamed GET beats chunk requests
+            await self.remote.download(path, manifest.hash, temp, on_bytes)
+            moved.whole_file = True
+            return moved
         fetcher = _Fetcher(self.remote, plan.fetch)
         root = str(self.local.root)
         written: dict[str, int] = {}  # chunk hash → its offset in temp (repeats are read back)
