@@ -277,9 +277,9 @@ class RemoteClient:
         headers = {**self.headers, "Accept": MANIFEST_MEDIA_TYPE}
         try:
             async with await self._send("GET", url, headers=headers) as resp:
-                if resp.status == 404:
+                if resp.status in (400, 404):  # this path only (gone meanwhile?)
                     raise BlocksUnsupported(f"no manifest for {path}", permanent=False)
-                if resp.status in (400, 405, 406, 415, 501):
+                if resp.status in (405, 406, 415, 501):
                     raise BlocksUnsupported(f"{self.server} serves no manifests")
                 if resp.status != 200:
                     await self._raise_for(resp)
