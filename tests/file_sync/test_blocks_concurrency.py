@@ -333,6 +333,47 @@ def test_commits_to_impossible_targets_change_nothing(
     assert send_file(server, tmp_path, "inner-copy.bin", inner) == []
 
 
+def test_a_manifest_naming_known_chunks_with_wrong_sizes_is_400(
+    server: RunningQuantum, tmp_path: Path
+) -> None:
+    """Not 409 missing_chunks: the client would upload them, be told they are stored, and
+    be refused again, for ever."""
+    data = random_bytes(6 * MiB, 850)
+    send_file(server, tmp_path, "sized.bin", data)  # its chunks: in a live file
+    blob_data = random_bytes(6 * MiB, 851)
+    blob_manifest = manifest_of(tmp_path, blob_data)
+    assert upload(server, records(blob_data, blob_manifest)).status == 200  # these: blobs
+    for manifest in (manifest_of(tmp_path, data), blob_manifest):
+        body = manifest.to_json()
+        body["chunks"][0]["size"] -= 1
+        body["chunks"][1]["size"] += 1
+        for chunk in body["chunks"]:
+            del chunk["offset"]
+        reply = commit(server, "wrongly-sized.bin", body)
+        assert (reply.status, reply.json()["code"]) == (400, "bad_manifest"), reply.body
+        assert missing(server, manifest) == []
+    assert not (server.root / "wrongly-sized.bin").exists()
+    assert commit(server, "rightly-sized.bin", blob_manifest).status == 201
+
+
+def test_a_truncated_blob_is_missing_not_a_bad_manifest(
+    server: RunningQuantum, tmp_path: Path
+) -> None:
+    data = random_bytes(6 * MiB, 860)
+    manifest = manifest_of(tmp_path, data)
+    assert upload(server, records(data, manifest)).status == 200
+    damaged = manifest.chunks[1].hash
+    blob = server.root / ".quantum" / "chunks" / damaged[:2] / damaged
+    os.truncate(blob, 1000)
+    reply = commit(server, "from-damaged.bin", manifest)
+    assert (reply.status, reply.json()["code"]) == (409, "missing_chunks"), reply.body
+    assert reply.json()["missing"] == [damaged]
+    assert missing(server, manifest) == [damaged]
+    assert upload(server, records(data, manifest, [damaged])).status == 200
+    assert commit(server, "from-damaged.bin", manifest).status == 201
+    assert (server.root / "from-damaged.bin").read_bytes() == data
+
+
 # -- uploads -------------------------------------------------------------------------------------
 
 

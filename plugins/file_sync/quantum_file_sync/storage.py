@@ -27,7 +27,7 @@ from typing import TypeVar
 from quantum_file_sync import errors
 from quantum_file_sync.assembly import SourcesChanged, WrongHash, assemble
 from quantum_file_sync.chunks import Manifest
-from quantum_file_sync.chunkstore import ChunkStore, Source
+from quantum_file_sync.chunkstore import ChunkStore, Source, read_source
 from quantum_file_sync.index import Entry, Index, syncable, walk
 from quantum_file_sync.metadata import HashCache, StatKey, file_metadata
 from quantum_file_sync.operations import Create, Delete, FileMetadata, Move, Update
@@ -350,6 +350,16 @@ class Storage:
         missing = [digest for digest in hashes if digest not in sources]
         if missing:
             raise missing_chunks(missing)
+        for ref in manifest.chunks:  # a SHA-256 names one size: the manifest is wrong, or a blob
+            source = sources[ref.hash]
+            if source.size == ref.size:
+                continue
+            if source.live is None and await asyncio.to_thread(read_source, source) is None:
+                await self.chunks.forget_sources([source])  # damaged: it is missing after all
+                raise missing_chunks([ref.hash])
+            raise errors.bad_request(
+                f"chunk {ref.hash} is {source.size} bytes, not {ref.size}", "bad_manifest"
+            )
         return sources
 
     async def _receive(
