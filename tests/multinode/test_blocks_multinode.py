@@ -177,6 +177,27 @@ def test_commits_of_one_path_through_both_nodes_leave_the_last_version_known(
             assert missing(node, manifest) == [], round_
 
 
+def test_one_chunk_uploaded_through_both_nodes_at_once(
+    start_node: StartNode, shared_root: Path, tmp_path: Path
+) -> None:
+    a, b = start_node("a"), start_node("b")
+    piece = random_bytes(4 * MiB, 600)
+    manifest = manifest_of(tmp_path, piece)
+    body = records(piece, manifest)
+    barrier = threading.Barrier(4)
+
+    def send(node: RunningQuantum) -> int:
+        barrier.wait()
+        return upload(node, body).status
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(send, [a, b, a, b])) == [200] * 4
+    assert _blobs(shared_root) == sorted({c.hash for c in manifest.chunks})
+    assert list((_chunks_dir(shared_root) / "tmp").iterdir()) == []
+    assert commit(b, "once.bin", manifest).status == 201
+    assert (shared_root / "once.bin").read_bytes() == piece
+
+
 def test_a_node_starting_keeps_the_blob_another_node_is_writing(
     start_node: StartNode, shared_root: Path
 ) -> None:
