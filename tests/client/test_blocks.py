@@ -258,3 +258,15 @@ def test_chunks_read_for_an_upload_are_verified(tmp_path: Path) -> None:
     os.utime(path, ns=(key.mtime_ns, key.mtime_ns))
     with pytest.raises(FileUnstable):
         read_for_upload(str(path), key, manifest.chunks[1:])
+
+
+def test_a_fifo_where_an_indexed_file_was_is_stale_not_a_hang(tmp_path: Path) -> None:
+    data = pseudo_random(MiB)
+    first = manifest_of(data).chunks[0]
+    (tmp_path / "was-a-file").write_bytes(data)
+    key = key_of(tmp_path / "was-a-file")
+    (tmp_path / "was-a-file").unlink()
+    os.mkfifo(tmp_path / "was-a-file")
+    where = [ChunkLocation("was-a-file", 0, first.size, key)]
+    with TempDownload(tmp_path) as temp:
+        assert copy_local_chunk(str(tmp_path), first, where, temp) == (None, ["was-a-file"])

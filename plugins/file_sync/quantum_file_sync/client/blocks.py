@@ -69,7 +69,8 @@ IN_FLIGHT = 2
 """Chunk requests of one transfer under way at once: the client reads the next batch while
 the server stores the previous one (and the other way round for downloads)."""
 COMMIT_ATTEMPTS = 3
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+"""O_NONBLOCK: a FIFO put where an indexed file was must not block the reading thread."""
 
 
 @dataclass
