@@ -27,6 +27,7 @@ from tests.file_sync.conftest import (
     file_sync_config,
     http,
     operations,
+    watcher_caught_up,
 )
 from tests.file_sync.test_blocks import (
     MiB,
@@ -76,7 +77,8 @@ def _blobs(server: RunningQuantum) -> list[Path]:
 
 
 def _journal_after(server: RunningQuantum, seq: int, path: str) -> list[dict[str, Any]]:
-    return [op for op in operations(server, seq) if _path_of(op) == path]
+    """What was journaled for ``path`` after ``seq``, once the disk watcher caught up."""
+    return [op for op in watcher_caught_up(server, seq) if _path_of(op) == path]
 
 
 def _path_of(operation: dict[str, Any]) -> str:
@@ -150,12 +152,33 @@ def test_two_commits_racing_for_one_path(
         winners = [guarded.hash, blind.hash]
     assert final == winners[-1]
     applied = len(winners)
-    wait_until(lambda: len(_journal_after(server, seq, path)) >= applied, what="the Updates")
-    journal = _journal_after(server, seq, path)
+    journal = _journal_after(server, seq, path)  # after the watcher saw the renames too
     assert [next(iter(op)) for op in journal] == ["Update"] * applied
     assert [op["Update"]["metadata"]["hash"] for op in journal] == winners
     final_manifest = guarded if final == guarded.hash else blind
     assert missing(server, final_manifest, path) == []
+
+
+def test_two_creations_racing_for_one_path(server: RunningQuantum, tmp_path: Path) -> None:
+    for round_ in range(4):
+        path = f"created-{round_}.bin"
+        versions = [random_bytes(2 * MiB, 160 + 2 * round_ + n) for n in range(2)]
+        manifests = [manifest_of(tmp_path, data) for data in versions]
+        for data, manifest in zip(versions, manifests, strict=True):
+            assert upload(server, records(data, manifest)).status == 200
+        seq = _head(server)
+        replies = _together(
+            *(partial(commit, server, path, m, **{"If-None-Match": "*"}) for m in manifests)
+        )
+        assert sorted(reply.status for reply in replies) == [201, 412], [r.body for r in replies]
+        ((winner,),) = [[n for n, r in enumerate(replies) if r.status == 201]]
+        assert (server.root / path).read_bytes() == versions[winner]
+        journal = _journal_after(server, seq, path)
+        assert [next(iter(op)) for op in journal] == ["Create"]
+        assert journal[0]["Create"]["metadata"]["hash"] == manifests[winner].hash
+    empty = {"hash": hashlib.sha256(b"").hexdigest(), "size": 0, "chunks": []}
+    assert commit(server, "empty.bin", empty).status == 201
+    assert (server.root / "empty.bin").read_bytes() == b""
 
 
 def test_a_stale_if_match_whose_chunks_went_with_the_old_version_is_412(
