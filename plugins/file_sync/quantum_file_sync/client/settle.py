@@ -476,6 +476,7 @@ class Settler:
                 return False
         else:
             await self.remote.delete(path, if_match=remote.hash)
+            self.blocks.index.forget(path)
         self.state.remove(path)
         self.view.set_if_unchanged(path, None, stamp)
         self.stats.deleted_remote += 1
