@@ -324,8 +324,13 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=1024, help="file size (default 1024)")
     parser.add_argument("--json", action="store_true", help="also write bench/results/")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="quantum-delta-", dir="/var/tmp") as temp:
-        results = measure(args.mib * MiB, Path(temp))
+    work = Path(tempfile.mkdtemp(prefix="quantum-delta-", dir="/var/tmp"))
+    try:
+        results = measure(args.mib * MiB, work)
+    except BaseException:
+        print(f"failed; the folders and logs are kept in {work}", file=sys.stderr)
+        raise
+    shutil.rmtree(work)
     print("| measure | value | target | met |\n|---|---|---|---|")
     for key, value in results.items():
         target = TARGETS.get(key)
