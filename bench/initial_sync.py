@@ -111,8 +111,9 @@ def timed(command: list[str]) -> Run:
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    with proc.stderr:
+        stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own CPU time
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -121,10 +122,6 @@ def timed(command: list[str]) -> Run:
 
 
 IMPORT_COMMAND = [sys.executable, "-c", "import quantum_file_sync.client.cli"]
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def compare(
@@ -166,8 +163,8 @@ def compare(
                     imports.append(timed(IMPORT_COMMAND).wall_s)
             for target in copies:
                 shutil.rmtree(target, ignore_errors=True)
-    rsync_s = median([r.wall_s for r in results["rsync"]])
-    client_s = median([r.wall_s for r in results["client"]])
+    rsync_s = statistics.median([r.wall_s for r in results["rsync"]])
+    client_s = statistics.median([r.wall_s for r in results["client"]])
     return {
         "tree": name,
         "files": len(expected),
@@ -179,9 +176,9 @@ def compare(
         "target_ratio": TARGET_RATIO,
         "rsync_runs_s": [round(r.wall_s, 4) for r in results["rsync"]],
         "client_runs_s": [round(r.wall_s, 4) for r in results["client"]],
-        "rsync_cpu_s": median([r.cpu_s for r in results["rsync"]]),
-        "client_cpu_s": median([r.cpu_s for r in results["client"]]),
-        "client_import_s": median(imports),
+        "rsync_cpu_s": statistics.median([r.cpu_s for r in results["rsync"]]),
+        "client_cpu_s": statistics.median([r.cpu_s for r in results["client"]]),
+        "client_import_s": statistics.median(imports),
     }
 
 
