@@ -419,9 +419,12 @@ class Storage:
                 if stat.S_ISDIR(before.st_mode):
                     raise errors.conflict(f"{rel!r} is a directory", "is_directory")
                 existed = stat.S_ISREG(before.st_mode)
+            # The identity (dev, inode, size, mtime) survives the rename; a stat of the target
+            # afterwards could see another node's file renamed in meanwhile.
+            installed = os.stat(temp, dir_fd=source_fd, follow_symlinks=False)
             os.rename(temp, target, src_dir_fd=source_fd, dst_dir_fd=directory.fd)
             os.fsync(directory.fd)
-            return os.stat(target, dir_fd=directory.fd, follow_symlinks=False), existed
+            return installed, existed
 
     # -- delete, mkdir, move -------------------------------------------------------------------
 
