@@ -318,3 +318,35 @@ def test_an_older_server_gets_plain_transfers(
         "quantum_file_chunks_uploaded_total": 0.0,
         "quantum_file_chunks_downloaded_total": 0.0,
     }
+
+
+def test_a_conflict_copy_lends_its_chunks_to_the_servers_version(
+    start_quantum: StartQuantum, sync_clients: Callable[..., SyncClient]
+) -> None:
+    server = start_quantum(file_sync_config(enable_upload=True))
+    a, b = sync_clients(server.url, "a"), sync_clients(server.url, "b")
+    data = bytearray(random_bytes(16 * MiB, 4))
+    (a.folder / "big.bin").write_bytes(data)
+    assert a.run_once("-v").returncode == 0
+    assert b.run_once("-v").returncode == 0
+
+    ours, theirs = bytearray(data), bytearray(data)
+    ours[3 * MiB] ^= 1  # both sides change one byte, in different places
+    theirs[12 * MiB] ^= 1
+    (a.folder / "big.bin").write_bytes(theirs)
+    assert a.run_once("-v").returncode == 0
+    (b.folder / "big.bin").write_bytes(ours)
+    result = b.run_once("-v")
+    assert result.returncode == 0, result.stderr
+
+    assert (b.folder / "big.bin").read_bytes() == theirs  # the server's version keeps the name
+    copies = [p for p in b.folder.iterdir() if ".sync-conflict-" in p.name]
+    assert len(copies) == 1 and copies[0].read_bytes() == ours
+    # Around each of the two changes, one side lacks the other's chunk: B fetches A's change
+    # and the original bytes B changed, sends its change and the original A changed; every
+    # other chunk of the server's version came from the conflict copy.
+    down = events(b, "downloaded", "big.bin")[-1]
+    assert 2 <= down["chunks_fetched"] <= 4
+    assert down["chunks_reused"] == down["chunks"] - down["chunks_fetched"]
+    up = events(b, "uploaded", copies[0].name)[-1]
+    assert 2 <= up["chunks_sent"] <= 4
