@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -143,6 +144,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     client = RealtimeSyncClient(options, log=None)
     client.log = configure_logging(level, client.progress, stream)
+    _tune_gc()
     try:
         stats = asyncio.run(_run(client))
     except ClientExit as exc:
@@ -152,6 +154,15 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"{PROG}: interrupted", file=stream)
         return int(ExitCode.INTERRUPTED)
     return _finish(client, stats, args.quiet, stream)
+
+
+def _tune_gc() -> None:
+    """Move everything allocated at start-up (the imported modules) out of the collector's
+    sight and collect the young generation less often, as the server does: a pass allocates
+    a few objects per file, and the collections they trigger traverse everything still
+    young: 30-70 ms of a 5,000-file first sync of ~0.7 s (bench/initial_sync.py)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
 
 
 async def _run(client: RealtimeSyncClient) -> SyncStats:
