@@ -116,6 +116,10 @@ def manifest_of_fd(fd: int) -> tuple[os.stat_result, Manifest]:
     st = os.fstat(fd)
     if st.st_size == 0:
         return st, Manifest(hashlib.sha256().hexdigest(), 0, ())
+    if st.st_size <= MIN_CHUNK:  # one chunk, the whole file: one read, one hash
+        data = os.pread(fd, st.st_size, 0)
+        digest = hashlib.sha256(data).hexdigest()
+        return st, Manifest(digest, len(data), (ChunkRef(digest, 0, len(data)),))
     with ThreadPoolExecutor(1, thread_name_prefix="quantum-whole-hash") as pool:
         whole = pool.submit(_sha256_fd, fd, st.st_size)
         refs = [

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from quantum_file_sync.changelog import ChangeLog
 from quantum_file_sync.chunks import Manifest
 from quantum_file_sync.chunkstore import DB_NAME, ChunkStore
-from quantum_file_sync.index import Entry, Index, scan, warm_hashes
+from quantum_file_sync.index import Entry, Index, scan
 from quantum_file_sync.metadata import HashCache, StatKey
 from quantum_file_sync.operations import ChangeEvent
 from quantum_file_sync.options import (
@@ -182,9 +182,10 @@ class SyncEngine:
         await self.ws.start()
         self._on_close(self.ws.close)
 
-        loop = asyncio.get_running_loop()
-        warming = loop.create_task(warm_hashes(root, index, self.hashes))
-        self._on_close(lambda: _cancel(warming))
+        # Every file is cut once in the background (a file cut in an earlier run only looked
+        # up): first listings need no hashing, renames can be matched by content, and a block
+        # upload of an edit finds the old version's chunks without waiting for a cut.
+        chunks.schedule(rel for rel in index.paths() if not _is_dir(index.get(rel)))
 
         if settings.watch:
 
@@ -198,7 +199,9 @@ class SyncEngine:
             else:
                 watcher = new_watcher()
                 if use_snapshot:
-                    saving = loop.create_task(_keep_saved(index, snapshot, changelog))
+                    saving = asyncio.get_running_loop().create_task(
+                        _keep_saved(index, snapshot, changelog)
+                    )
                     self._on_close(lambda: _save_after(saving, index, snapshot, changelog))
                 self._on_close(watcher.close)
                 await watcher.start(rescan=loaded is not None)
@@ -209,8 +212,12 @@ class SyncEngine:
             broker=settings.broker.type,
         )
 
-    def _learn_hash(self, _rel: str, st: os.stat_result, manifest: Manifest) -> None:
-        self.hashes.put(StatKey.of(st), manifest.hash)
+    def _learn_hash(self, rel: str, st: os.stat_result, manifest: Manifest) -> None:
+        key = StatKey.of(st)
+        self.hashes.put(key, manifest.hash)
+        entry = self.index.get(rel)
+        if entry is not None and entry.key == key and entry.hash is None:
+            self.index.put(rel, Entry(False, key, manifest.hash))
 
     async def close(self) -> None:
         """Undo ``start`` in reverse order; tolerates a partial start."""
@@ -443,6 +450,10 @@ class LeasedWatch:
             watcher, self._watcher = self._watcher, None
             await watcher.close()
             self._logger.info("disk watcher stopped: the disk-watch lease is held elsewhere")
+
+
+def _is_dir(entry: Entry | None) -> bool:
+    return entry is None or entry.is_dir
 
 
 async def _call(step: Callable[[], None]) -> None:

@@ -7,7 +7,6 @@ it, so a change the API made is never broadcast a second time by the watcher.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
@@ -249,19 +248,3 @@ def scan(root: SafeRoot, hashes: HashCache) -> Index:
     for rel, st in walk(root):
         index.put(rel, Entry.of(st, hashes.get(StatKey.of(st))))
     return index
-
-
-async def warm_hashes(root: SafeRoot, index: Index, hashes: HashCache) -> None:
-    """Hash, in the background and one file at a time, every indexed file whose hash is not
-    known yet, so first listings are fast and renames can be matched by content."""
-    for rel in index.paths():
-        entry = index.get(rel)
-        if entry is None or entry.is_dir or entry.hash is not None:
-            continue
-        try:
-            st, digest = await asyncio.to_thread(hashes.hash_file, root.join(rel))
-        except OSError:
-            continue
-        current = index.get(rel)
-        if current is not None and current.key == StatKey.of(st) and current.hash is None:
-            index.put(rel, Entry(False, current.key, digest))
