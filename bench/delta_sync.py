@@ -231,7 +231,7 @@ def measure(size: int, base: Path) -> dict[str, Any]:
     results["rsync_one_byte_1gib_s"] = rsync_one_byte(base, original)
 
     with (
-        quantum_server(server_root, base) as server,
+        quantum_server(server_root, base, max_upload_size=2 * size + MiB) as server,
         client(server, folder_a, base / "a.log") as client_a,
         client(server, folder_b, base / "b.log"),
     ):

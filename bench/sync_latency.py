@@ -45,10 +45,11 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 @contextmanager
-def quantum_server(root: Path, workdir: Path) -> Iterator[str]:
-    """A file_sync server on a free port serving ``root``; yields its URL."""
+def quantum_server(root: Path, workdir: Path, **options: Any) -> Iterator[str]:
+    """A file_sync server on a free port serving ``root`` (extra handler ``options``); yields
+    its URL."""
     port = free_port()
-    config = file_sync_config(port, root)
+    config = file_sync_config(port, root, **options)
     config_path = workdir / "quantum.json"
     config_path.write_text(json.dumps(config))
     with (workdir / "quantum.log").open("wb") as log:
