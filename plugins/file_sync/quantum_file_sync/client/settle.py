@@ -423,6 +423,11 @@ class Settler:
         assert probe.hash is not None
         if remote is not None and remote.is_dir:
             # The local side replaced a directory by a file: empty the server's first.
+            if self._changed_on_server_below(path):
+                # Deleting them would lose what the server changed (delete never beats
+                # modify), and they cannot be downloaded below a file: the file steps aside.
+                self._keep_conflict_copy(path, probe)
+                return True
             self._require_remote_dir_emptied(path)
             if not await self._delete_remote_dir(path):
                 raise RemoteError(409, "not_empty", f"{path} holds entries that are not synced")
@@ -514,6 +519,14 @@ class Settler:
         changed = self.view.merge_subtree(directory, listing.entries, listing.seq)
         self.scheduler.add_all(sorted(changed))
         return bool(changed)
+
+    def _changed_on_server_below(self, directory: str) -> bool:
+        """Whether the server holds, below ``directory``, something our base does not."""
+        for path in self.view.descendants(directory):
+            base, remote = self.state.get(path), self.view.get(path)
+            if base is None or remote is None or base.version != remote.version:
+                return True
+        return False
 
     def _require_remote_dir_emptied(self, path: str) -> None:
         """Only delete a directory whose content has been settled path by path. Otherwise
