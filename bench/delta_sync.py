@@ -323,6 +323,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mib", type=int, default=1024, help="file size (default 1024)")
     parser.add_argument("--json", action="store_true", help="also write bench/results/")
+    parser.add_argument("--keep", action="store_true", help="keep the folders and logs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="quantum-delta-", dir="/var/tmp"))
     try:
@@ -330,7 +331,10 @@ def main() -> int:
     except BaseException:
         print(f"failed; the folders and logs are kept in {work}", file=sys.stderr)
         raise
-    shutil.rmtree(work)
+    if args.keep:
+        print(f"folders and logs kept in {work}")
+    else:
+        shutil.rmtree(work)
     print("| measure | value | target | met |\n|---|---|---|---|")
     for key, value in results.items():
         target = TARGETS.get(key)
