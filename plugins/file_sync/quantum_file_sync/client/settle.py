@@ -353,6 +353,13 @@ class Settler:
         blocks = {} if moved is None else moved.log_fields()
         self._transfer_log("downloaded", path=path, size=remote.size, **blocks)
 
+    def _move_target_pending(self, source: str) -> bool:
+        """Whether a server-side move of ``source`` has a target still waiting to settle."""
+        return any(
+            hinted == source and self.scheduler.busy(target)
+            for target, hinted in self.move_hints.items()
+        )
+
     def _rename_instead(self, path: str, remote: RemoteEntry) -> bool:
         """The server moved a file we hold unchanged: rename it locally, transfer nothing."""
         source = self.move_hints.pop(path, None)
@@ -384,6 +391,10 @@ class Settler:
     async def _delete_local(
         self, path: str, probe: LocalState, remote: RemoteEntry | None, stamp: int
     ) -> bool:
+        if not probe.key.is_dir and self._move_target_pending(path):
+            # The server moved this file: its target's settle renames it here rather than
+            # fetch it again (which, once this copy is gone, would find no chunk to reuse).
+            raise Deferred(0.05)
         if not probe.key.is_dir:
             self.local.remove_file(path, probe.key)
             self.blocks.index.forget(path)
