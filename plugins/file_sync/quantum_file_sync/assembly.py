@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from quantum_file_sync.chunks import Manifest
 from quantum_file_sync.chunkstore import Source
 from quantum_file_sync.reads import open_for_reading
+from quantum_file_sync.writeback import WRITE_BEHIND, start_writeback
 
 
 class SourcesChanged(Exception):
@@ -55,7 +56,7 @@ def assemble(manifest: Manifest, sources: Mapping[str, Source], fd: int) -> Asse
     with ThreadPoolExecutor(1, thread_name_prefix="quantum-assembly-hash") as pool:
         hashing = pool.submit(_hash_ranges, fd, ranges)
         try:
-            position = 0
+            position = written_back = 0
             for ref in manifest.chunks:
                 source = sources[ref.hash]
                 src = opened.get(source.path)
@@ -70,6 +71,9 @@ def assemble(manifest: Manifest, sources: Mapping[str, Source], fd: int) -> Asse
                     raise SourcesChanged([ref.hash])
                 ranges.put((position, ref.size))
                 position += ref.size
+                if position - written_back >= WRITE_BEHIND:
+                    start_writeback(fd, written_back, position - written_back)
+                    written_back = position
         finally:
             ranges.put(None)
             for src in opened.values():

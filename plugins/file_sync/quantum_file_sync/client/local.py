@@ -35,6 +35,7 @@ from quantum_file_sync.client.ignore import IgnoreRules
 from quantum_file_sync.client.merge import Version
 from quantum_file_sync.client.state import BaseEntry
 from quantum_file_sync.paths import PathError, validate
+from quantum_file_sync.writeback import WRITE_BEHIND, libc_function, start_writeback
 
 CHUNK = 1024 * 1024
 INLINE_HASH_LIMIT = 256 * 1024
@@ -403,7 +404,7 @@ def flush_to_disk(root: Path, paths: Sequence[str]) -> None:
         for rel in sorted(directories, key=len, reverse=True):  # deepest first
             _fsync(f"{root}/{rel}" if rel else str(root), os.O_RDONLY | os.O_DIRECTORY)
         return
-    syncfs = _libc_function("syncfs")
+    syncfs = libc_function("syncfs")
     if syncfs is not None:
         try:
             fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -419,28 +420,6 @@ def flush_to_disk(root: Path, paths: Sequence[str]) -> None:
 
 
 FSYNC_EACH_LIMIT = 32
-WRITE_BEHIND = 16 * 1024 * 1024
-"""A download's written bytes are handed to the disk every this many bytes."""
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing ``length`` bytes at ``offset`` of ``fd`` to disk,
-    without waiting (``sync_file_range``; nothing where it is missing). Durability still
-    comes from :func:`flush_to_disk`."""
-    function = _sync_file_range()
-    if function is not None:
-        function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-
-@functools.cache
-def _sync_file_range() -> Any:
-    import ctypes
-
-    function = _libc_function("sync_file_range")
-    if function is not None:
-        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return function
 
 
 def _fsync(path: str, flags: int) -> None:
@@ -452,16 +431,6 @@ def _fsync(path: str, flags: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@functools.cache
-def _libc_function(name: str) -> Any:
-    import ctypes  # only once something was downloaded
-
-    try:
-        return getattr(ctypes.CDLL(None, use_errno=True), name)
-    except (OSError, AttributeError):
-        return None
 
 
 def name_problem(rel: str) -> str | None:
