@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -273,3 +274,29 @@ def test_a_file_journaled_after_the_snapshot_and_deleted_during_a_crash_is_journ
 
     ops = wait_for_ops(server, seq, 1)
     assert ops == [{"Delete": {"path": "doomed.txt", "is_directory": False}}]
+
+
+def test_a_directory_renamed_away_and_made_again_at_once_journals_its_old_files_deleted(
+    server: RunningQuantum, tmp_path: Path
+) -> None:
+    """Convergence seed 57: the directory existed again when its event was handled, and the
+    watcher names only the directory, so the files that had left with it stayed announced."""
+    seq = head(server)
+    (server.root / "again").mkdir()
+    (server.root / "again" / "old.txt").write_text("left with the directory")
+    wait_for_ops(server, seq, 2)
+    seq = head(server)
+
+    (server.root / "again").rename(tmp_path / "moved-out")
+    (server.root / "again").mkdir()
+
+    gone = [
+        {"Delete": {"path": "again/old.txt", "is_directory": False}},
+        {"Delete": {"path": "again", "is_directory": True}},
+    ]
+    wait_until(
+        lambda: any(op in gone for op in operations(server, seq)),
+        what="the old file journaled deleted",
+    )
+    listed = [f["path"] for f in http("GET", server.url + "/api/list").json()["files"]]
+    assert "again/old.txt" not in listed

@@ -191,7 +191,17 @@ class DiskWatcher:
         for rel, kinds in paths.items():
             st = self._probe(rel)
             probes[rel] = Probe(rel, st, frozenset(kinds))
-            if st is not None and stat.S_ISDIR(st.st_mode) and self.index.get(rel) is None:
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                continue
+            entry = self.index.get(rel)
+            if entry is None:
+                for child, child_st in walk(self.root, rel):
+                    probes.setdefault(child, Probe(child, child_st, frozenset({Change.added})))
+            elif entry.is_dir and (Change.added in kinds or Change.deleted in kinds):
+                # Perhaps another directory now (renamed away, made again): the OS names only
+                # the directory, so what is known below it is checked again.
+                for child in self.index.subtree(rel)[1:]:
+                    probes.setdefault(child, Probe(child, self._probe(child), frozenset(kinds)))
                 for child, child_st in walk(self.root, rel):
                     probes.setdefault(child, Probe(child, child_st, frozenset({Change.added})))
         return list(probes.values())
