@@ -7,6 +7,8 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +83,39 @@ def write_results(name: str, data: Any) -> Path:
     out.write_text(json.dumps(data, indent=2) + "\n")
     print(f"\nwrote {out}")
     return out
+
+
+@contextmanager
+def rsync_daemon(directory: Path, workdir: Path, *, writable: bool = False) -> Iterator[str]:
+    """``rsync --daemon`` serving ``directory`` as module ``tree`` on a free port (Quantum's
+    reserved ``.quantum*`` entries excluded); yields the module's URL. ``writable``: clients
+    may push into it (as root, so the files keep their owner)."""
+    port = free_port()
+    config = workdir / "rsyncd.conf"
+    access = (
+        "    read only = false\n    uid = root\n    gid = root\n"
+        if writable
+        else ("    read only = true\n")
+    )
+    config.write_text(
+        f"pid file = {workdir / 'rsyncd.pid'}\n"
+        "use chroot = false\n"
+        f"log file = {workdir / 'rsyncd.log'}\n"
+        "[tree]\n"
+        f"    path = {directory}\n"
+        f"{access}"
+        "    exclude = /.quantum*\n"
+    )
+    proc = subprocess.Popen(
+        ["rsync", "--daemon", "--no-detach", "--port", str(port), "--config", str(config)]
+    )
+    url = f"rsync://127.0.0.1:{port}/tree/"
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(["rsync", url], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("rsync daemon did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        stop_process(proc, 10)

@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, stop_process, write_results
+from common import rsync_daemon, stop_process, write_results
 from quantum_file_sync.chunks import manifest_of_file
 from sync_latency import client_command, quantum_server
 
@@ -142,30 +142,6 @@ def client(server: str, folder: Path, log: Path) -> Iterator[subprocess.Popen[by
             stop_process(proc, 20)
 
 
-@contextmanager
-def rsync_daemon(directory: Path, workdir: Path) -> Iterator[str]:
-    """A writable rsync daemon module on ``directory``; yields its URL."""
-    port = free_port()
-    config = workdir / "rsyncd.conf"
-    config.write_text(
-        f"pid file = {workdir / 'rsyncd.pid'}\nuse chroot = false\n"
-        f"[dst]\n    path = {directory}\n    read only = false\n    uid = root\n    gid = root\n"
-    )
-    proc = subprocess.Popen(
-        ["rsync", "--daemon", "--no-detach", "--port", str(port), "--config", str(config)]
-    )
-    url = f"rsync://127.0.0.1:{port}/dst/"
-    try:
-        wait_for(
-            lambda: subprocess.run(["rsync", url], capture_output=True).returncode == 0,
-            15,
-            "the rsync daemon",
-        )
-        yield url
-    finally:
-        stop_process(proc, 10)
-
-
 def flip_middle_byte(path: Path) -> None:
     with path.open("r+b") as handle:
         handle.seek(path.stat().st_size // 2)
@@ -204,7 +180,7 @@ def rsync_one_byte(base: Path, original: Path) -> float:
         shutil.copy(original, directory / "big.bin")
     old = time.time() - 3600
     os.utime(dst / "big.bin", (old, old))  # rsync's quick check compares whole seconds
-    with rsync_daemon(dst, base) as url:
+    with rsync_daemon(dst, base, writable=True) as url:
         flip_middle_byte(src / "big.bin")
         start = time.perf_counter()
         subprocess.run(["rsync", "-a", str(src / "big.bin"), url + "big.bin"], check=True)

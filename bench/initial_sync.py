@@ -36,16 +36,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import stop_process, write_results
-from sync_latency import client_command, free_port, quantum_server
+from common import rsync_daemon, write_results
+from sync_latency import client_command, quantum_server
 
 TARGET_RATIO = 1.2
 
@@ -70,34 +69,6 @@ def tree_bytes(root: Path) -> dict[str, int]:
         for p in root.rglob("*")
         if p.is_file() and not p.relative_to(root).parts[0].startswith(".quantum")
     }
-
-
-@contextmanager
-def rsync_daemon(root: Path, workdir: Path) -> Iterator[str]:
-    port = free_port()
-    config = workdir / "rsyncd.conf"
-    config.write_text(
-        f"pid file = {workdir / 'rsyncd.pid'}\n"
-        "use chroot = false\n"
-        f"log file = {workdir / 'rsyncd.log'}\n"
-        "[tree]\n"
-        f"    path = {root}\n"
-        "    read only = true\n"
-        "    exclude = /.quantum*\n"
-    )
-    proc = subprocess.Popen(
-        ["rsync", "--daemon", "--no-detach", "--port", str(port), "--config", str(config)]
-    )
-    url = f"rsync://127.0.0.1:{port}/tree/"
-    try:
-        deadline = time.monotonic() + 15
-        while subprocess.run(["rsync", url], capture_output=True).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("rsync daemon did not start")
-            time.sleep(0.05)
-        yield url
-    finally:
-        stop_process(proc, 10)
 
 
 @dataclass(frozen=True)
