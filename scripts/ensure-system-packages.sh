@@ -8,6 +8,7 @@ declare -A PACKAGE_FOR=(
   [caddy]=caddy
   [wrk]=wrk
   [rsync]=rsync
+  [curl]=curl
 )
 missing=()
 for binary in "${!PACKAGE_FOR[@]}"; do
