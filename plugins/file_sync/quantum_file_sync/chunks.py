@@ -160,6 +160,15 @@ def manifest_of_file(path: str | os.PathLike[str]) -> tuple[os.stat_result, Mani
         os.close(fd)
 
 
+def read_chunk(fd: int, ref: ChunkRef) -> bytes | None:
+    """Chunk ``ref``'s bytes from the open file ``fd``, or ``None`` when that range no longer
+    holds them (the file changed, shrank, or was damaged). Blocking."""
+    data = os.pread(fd, ref.size, ref.offset)
+    if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.hash:
+        return None
+    return data
+
+
 def missing_from(manifest: Manifest, have: Sequence[str] | set[str]) -> list[str]:
     """Distinct chunk hashes of ``manifest`` not in ``have``, in manifest order."""
     known = set(have)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import sqlite3
 import stat
@@ -36,7 +35,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from quantum_file_sync.chunks import ChunkRef, Manifest, manifest_of_fd
+from quantum_file_sync.chunks import ChunkRef, Manifest, manifest_of_fd, read_chunk
 from quantum_file_sync.metadata import StatKey
 from quantum_file_sync.operations import Delete, Move, Operation
 from quantum_file_sync.paths import PathError, SafeRoot
@@ -476,11 +475,8 @@ def read_source(source: Source) -> bytes | None:
     except OSError:
         return None
     try:
-        data = os.pread(fd, source.size, source.offset)
+        return read_chunk(fd, ChunkRef(source.digest, source.offset, source.size))
     except OSError:
         return None
     finally:
         os.close(fd)
-    if len(data) != source.size or hashlib.sha256(data).hexdigest() != source.digest:
-        return None
-    return data

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -34,6 +33,7 @@ from quantum_file_sync.chunks import (
     Manifest,
     ManifestError,
     parse_record_header,
+    read_chunk,
     record_header,
 )
 from quantum_file_sync.client.chunk_index import ChunkIndex, ChunkLocation
@@ -211,13 +211,6 @@ async def all_or_none(jobs: list[Coroutine[Any, Any, None]]) -> None:
 # --- reading local chunks (worker threads) ---------------------------------------------------
 
 
-def read_verified(fd: int, ref: ChunkRef) -> bytes | None:
-    data = os.pread(fd, ref.size, ref.offset)
-    if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.hash:
-        return None
-    return data
-
-
 def read_for_upload(source: str, key: StatKey, refs: Sequence[ChunkRef]) -> bytes:
     """The records body of ``refs`` read from the file ``source``, which must still be
     version ``key`` with exactly these chunks (:class:`FileUnstable` otherwise)."""
@@ -227,7 +220,7 @@ def read_for_upload(source: str, key: StatKey, refs: Sequence[ChunkRef]) -> byte
             raise FileUnstable(source)
         chunks: list[tuple[str, bytes]] = []
         for ref in refs:
-            data = read_verified(fd, ref)
+            data = read_chunk(fd, ref)
             if data is None:
                 raise FileUnstable(source)
             chunks.append((ref.hash, data))
@@ -254,7 +247,7 @@ def copy_local_chunk(
         try:
             data = None
             if StatKey.of(os.fstat(fd)) == location.key:
-                data = read_verified(fd, ChunkRef(ref.hash, location.offset, ref.size))
+                data = read_chunk(fd, ChunkRef(ref.hash, location.offset, ref.size))
         finally:
             os.close(fd)
         if data is None:  # changed since it was cut
