@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from quantum_file_sync.client import history_cli
 from quantum_file_sync.client.exit_codes import ClientExit, ExitCode
 from quantum_file_sync.client.logs import Logger
 from quantum_file_sync.client.progress import Progress, SyncStats
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Without --realtime: one reconciliation pass, then exit. With --realtime: keep "
             "syncing until interrupted. Exit statuses: 0 ok, 3 server unreachable, 4 "
             "authentication failed, 5 invalid local path, 6 mass-delete guard tripped, 7 some "
-            "paths not synced, 8 not a file_sync server. See docs/sync-client.md."
+            "paths not synced, 8 not a file_sync server. History: realtime-sync-client "
+            "{versions,restore,trash,undelete} --help. See docs/sync-client.md."
         ),
     )
     parser.add_argument("--server", required=True, metavar="URL", help="e.g. http://localhost:8080")
@@ -116,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the client. As the console script (``argv`` not given), the process then ends
     without the interpreter's teardown: everything was closed and flushed already, and freeing
     the objects of a large pass one by one would cost a short run a noticeable share."""
-    status = _main(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    history = bool(words) and words[0] in history_cli.COMMANDS  # docs/sync-client.md
+    status = history_cli.main(words) if history else _main(argv)
     if argv is None and sys.gettrace() is None and sys.getprofile() is None:
         # (Under a tracer or profiler, such as coverage, the teardown writes its results.)
         sys.stdout.flush()

@@ -20,6 +20,13 @@ class ExitCode(IntEnum):
     """The pass finished but some paths could not be synced (each was logged)."""
     BAD_SERVER = 8
     """Something answered, but not a file_sync server speaking the expected API."""
+    NOT_FOUND = 9
+    """History commands: the path, version or trash item does not exist."""
+    PARTIAL = 10
+    """History commands: not (everything) restored: a target is taken, or the version is
+    incomplete (conflicts are listed)."""
+    REFUSED = 11
+    """History commands: the server refused (writes or history disabled, out of space)."""
     INTERRUPTED = 130
 
 

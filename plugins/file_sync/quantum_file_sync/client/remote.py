@@ -35,7 +35,15 @@ from quantum_file_sync.client.local import (
 from quantum_file_sync.client.remote_view import RemoteEntry
 from quantum_file_sync.client.state import Cursor
 from quantum_file_sync.client.urls import api_url, file_url
-from quantum_file_sync.operations import ChangeEvent, FileMetadata, operation_paths
+from quantum_file_sync.operations import (
+    ChangeEvent,
+    Create,
+    Delete,
+    FileMetadata,
+    Move,
+    Update,
+    operation_paths,
+)
 from quantum_file_sync.paths import PathError, validate
 
 INLINE_UPLOAD_LIMIT = 4 * 1024 * 1024
@@ -137,6 +145,8 @@ def _validation_problem(path: object) -> str | None:
 
 
 def event_problem(event: ChangeEvent) -> str | None:
+    if not isinstance(event.operation, Create | Update | Delete | Move):
+        return None  # changes no live file (a history Purge): its paths are never written
     for path in operation_paths(event.operation):
         reason = unsafe_reason(path)
         if reason is not None:

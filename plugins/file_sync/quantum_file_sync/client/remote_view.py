@@ -130,6 +130,7 @@ class RemoteView:
             touched += self._move(
                 operation.from_path, RemoteEntry.of(operation.metadata), seq, journaled=True
             )
+        # Anything else (a history Purge) changes no live file: only the resume point moves.
         return touched
 
     def _remove_tree(self, directory: str, seq: int) -> list[str]:

@@ -741,7 +741,7 @@ class _Engine:
     async def _on_remote(self, event: ChangeEvent) -> None:
         if self.view.epoch is not None and event.epoch != self.view.epoch:
             return
-        operation = event.operation
+        operation = event.operation  # a Purge (history) touches nothing: view.apply skips it
         if isinstance(operation, Move):
             if operation.metadata.is_directory:
                 await self._remote_directory_move(operation, event.seq)
