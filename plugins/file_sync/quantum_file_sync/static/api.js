@@ -177,13 +177,17 @@ export class Api {
     return { promise, abort: () => xhr.abort() };
   }
 
+  /** Save a file. */
+  download(path) {
+    return this.save(`/api/files/${encodePath(path)}`, path.split("/").pop());
+  }
+
   /**
-   * Save a file. Without a token the browser streams it straight to disk; with one, the
-   * Authorization header forces a fetch into a Blob first (a plain link cannot carry it).
+   * Save what `url` answers as `name`. Without a token the browser streams it straight to disk;
+   * with one, the Authorization header forces a fetch into a Blob first (a plain link cannot
+   * carry it).
    */
-  async download(path) {
-    const name = path.split("/").pop();
-    const url = `/api/files/${encodePath(path)}`;
+  async save(url, name) {
     let href = url;
     let blobUrl = null;
     if (tokenStore.current()) {

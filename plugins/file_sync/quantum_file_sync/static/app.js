@@ -6,6 +6,7 @@ import { ActivityFeed } from "./activity.js";
 import { askText, askToken, confirmAction } from "./dialogs.js";
 import { installDropZone } from "./dropzone.js";
 import { formatModified, formatSize } from "./format.js";
+import { HistoryPanels } from "./history.js";
 import { LiveConnection } from "./live.js";
 import { ResumableUploads } from "./resumable.js";
 import { Transfers } from "./transfers.js";
@@ -140,7 +141,8 @@ function onOperation(message) {
   if (typeof message.seq === "number" && message.seq <= sync.seq) return; // already applied
   const change = tree.apply(message.operation);
   if (typeof message.seq === "number") sync.seq = message.seq;
-  if (!change) return;
+  historyPanels.onOperation(message.operation);
+  if (!change) return; // a kind that changes no live file (Purge), or one added later
   followChange(change);
   activity.change(change, message.source_client ?? null);
   scheduleRender();
@@ -460,6 +462,7 @@ function targetFolder() {
 function updateActions() {
   const entry = view.selected ? tree.get(view.selected) : null;
   $("download-button").disabled = !entry || entry.is_directory;
+  $("versions-button").disabled = !entry || entry.is_directory;
   $("rename-button").disabled = !entry;
   $("delete-button").disabled = !entry;
   $("destination").textContent = `/${targetFolder()}`;
@@ -725,6 +728,26 @@ $("new-folder-button").addEventListener("click", () => newFolder().catch(reportE
 $("download-button").addEventListener("click", () => view.selected && download(view.selected));
 $("rename-button").addEventListener("click", () => renameSelected().catch(reportError));
 $("delete-button").addEventListener("click", () => deleteSelected().catch(reportError));
+
+// ---- history: versions and trash ---------------------------------------------------------
+
+const historyPanels = new HistoryPanels({
+  api,
+  clientId,
+  withAuth,
+  reportError,
+  checkPath: (value) => {
+    const [path, problem] = cleanPath(value);
+    if (!problem && tree.get(path)) return [path, `“${path}” already exists.`];
+    return [path, problem];
+  },
+});
+
+$("versions-button").addEventListener("click", () => {
+  const entry = view.selected && tree.get(view.selected);
+  if (entry && !entry.is_directory) historyPanels.showVersions(entry.path);
+});
+$("trash-button").addEventListener("click", () => historyPanels.showTrash());
 
 // ---- drag and drop -----------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 // The known state of the served folder: metadata by path, plus a child index for rendering.
-// Fed by /api/list and kept current by FileOperation messages (Create/Update/Delete/Move).
+// Fed by /api/list and kept current by FileOperation messages (Create/Update/Delete/Move;
+// other kinds, such as history's Purge, change no live file and are ignored).
 
 export function parentOf(path) {
   const cut = path.lastIndexOf("/");
@@ -59,6 +60,7 @@ export class FileTree {
    * (or null for a shape this page does not know).
    */
   apply(operation) {
+    if (!operation || typeof operation !== "object") return null;
     if (operation.Create) return this.#upsert("Create", operation.Create.metadata);
     if (operation.Update) return this.#upsert("Update", operation.Update.metadata);
     if (operation.Delete) {
