@@ -22,11 +22,21 @@ from quantum_file_sync.block_api import BlockApi
 from quantum_file_sync.changelog import ChangeLog
 from quantum_file_sync.download import BundleResponse, etag_of, file_response, parse_etags
 from quantum_file_sync.errors import ApiError, error_response
+from quantum_file_sync.history import History
+from quantum_file_sync.history_api import VERSIONS, HistoryApi
 from quantum_file_sync.index import walk
 from quantum_file_sync.metadata import HashCache, StatKey, file_metadata
 from quantum_file_sync.operations import FileMetadata
 from quantum_file_sync.paths import PathError, SafeRoot
 from quantum_file_sync.recorder import FileMetrics
+from quantum_file_sync.request_parsing import (
+    boolean,
+    field,
+    integer,
+    json_body,
+    json_object,
+    source_client,
+)
 from quantum_file_sync.resumable import ResumableUploads
 from quantum_file_sync.storage import Preconditions, Storage
 from quantum_file_sync.upload_store import UploadStore
@@ -34,8 +44,6 @@ from quantum_file_sync.upload_store import UploadStore
 PREFIX = "/api"
 FILES = "/files/"
 MAX_LIST_LIMIT = 100_000
-MAX_CLIENT_ID = 256
-CLIENT_HEADER = "X-Quantum-Client"
 
 Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FileEndpoint = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
@@ -67,6 +75,7 @@ class FileApi:
         max_upload_size: int,
         openapi: Mapping[str, Any],
         uploads: UploadStore | None = None,
+        history: History | None = None,
     ) -> None:
         self.root = root
         self.storage = storage
@@ -85,6 +94,7 @@ class FileApi:
                 max_upload_size=max_upload_size,
                 on_received=metrics.bytes_uploaded.inc,
             )
+        self.history = HistoryApi(history, root, hashes, metrics, enable_upload)
         self._openapi = json.dumps(openapi, separators=(",", ":")).encode()
         self._routes: dict[str, dict[str, Endpoint]] = {
             "/list": {hdrs.METH_GET: self.list_files, hdrs.METH_HEAD: self.list_files},
@@ -96,6 +106,18 @@ class FileApi:
             "/chunks/missing": {hdrs.METH_POST: self.missing_chunks},
             "/chunks/get": {hdrs.METH_POST: self.fetch_chunks},
             "/openapi.json": {hdrs.METH_GET: self.openapi, hdrs.METH_HEAD: self.openapi},
+            "/restore": {hdrs.METH_POST: self.history.restore},
+            "/trash": {
+                hdrs.METH_GET: self.history.trash,
+                hdrs.METH_DELETE: self.history.empty_trash,
+            },
+            "/trash/restore": {hdrs.METH_POST: self.history.restore_trash},
+            "/history": {hdrs.METH_GET: self.history.usage},
+        }
+        self._version_routes: dict[str, FileEndpoint] = {
+            hdrs.METH_GET: self.history.versions,
+            hdrs.METH_HEAD: self.history.versions,
+            hdrs.METH_DELETE: self.history.purge_version,
         }
         self._file_routes: dict[str, FileEndpoint] = {
             hdrs.METH_GET: self.get_file,
@@ -127,15 +149,16 @@ class FileApi:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         if self.uploads is not None and self.uploads.owns(request):
-            return await self.uploads.handle(request, _source_client(request))
+            return await self.uploads.handle(request, source_client(request))
         route = request.rel_url.raw_path[len(PREFIX) :]
         method = request.method
-        if route.startswith(FILES):
-            rel = paths.validate(paths.decode_url_path(route[len(FILES) :]))
-            file_endpoint = self._file_routes.get(method)
-            if file_endpoint is None:
-                raise _method_not_allowed(self._file_routes)
-            return await file_endpoint(request, rel)
+        for prefix, routes in ((FILES, self._file_routes), (VERSIONS, self._version_routes)):
+            if route.startswith(prefix):
+                rel = paths.validate(paths.decode_url_path(route[len(prefix) :]))
+                file_endpoint = routes.get(method)
+                if file_endpoint is None:
+                    raise _method_not_allowed(routes)
+                return await file_endpoint(request, rel)
         methods = self._routes.get(route)
         if methods is None:
             raise errors.not_found(f"no API endpoint {route or '/'}")
@@ -149,8 +172,8 @@ class FileApi:
     async def list_files(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         rel = paths.validate(query.get("path", ""), allow_root=True)
-        recursive = _boolean(query, "recursive", default=True)
-        limit = _integer(query, "limit", minimum=1, maximum=MAX_LIST_LIMIT)
+        recursive = boolean(query, "recursive", default=True)
+        limit = integer(query, "limit", minimum=1, maximum=MAX_LIST_LIMIT)
         after = _decode_cursor(query["cursor"], rel) if "cursor" in query else None
         epoch = self.changelog.epoch
         seq = await self.changelog.head()  # before the walk: replay from here misses nothing
@@ -197,7 +220,7 @@ class FileApi:
 
     async def bundle(self, request: web.Request) -> web.StreamResponse:
         """Many files in one streamed response (format: :mod:`quantum_file_sync.bundle`)."""
-        body = await _json_object(request, limit=bundle.MAX_REQUEST_BYTES)
+        body = await json_object(request, limit=bundle.MAX_REQUEST_BYTES)
         requested = body.get("paths")
         if not isinstance(requested, list):
             raise errors.bad_request("'paths' must be a list of paths")
@@ -208,7 +231,7 @@ class FileApi:
         return BundleResponse(reader, self.metrics.bytes_downloaded.inc)
 
     async def changes(self, request: web.Request) -> web.StreamResponse:
-        since = _integer(request.query, "since", minimum=0) or 0
+        since = integer(request.query, "since", minimum=0) or 0
         epoch = request.query.get("epoch")
         events = await self.changelog.replay(epoch, since) if epoch else None
         current = self.changelog.epoch
@@ -239,10 +262,10 @@ class FileApi:
             if_none_match=parse_etags(request.headers.get(hdrs.IF_NONE_MATCH)),
         )
         if block_api.is_manifest_upload(request):
-            body = await _json_body(request, limit=block_api.MAX_MANIFEST_BYTES)
+            body = await json_body(request, limit=block_api.MAX_MANIFEST_BYTES)
             manifest = block_api.parse_manifest(body, self.max_upload_size)
             result = await self.storage.put_manifest(
-                rel, manifest, preconditions, _source_client(request)
+                rel, manifest, preconditions, source_client(request)
             )
         else:
             if request.content_length is not None and request.content_length > self.max_upload_size:
@@ -253,7 +276,7 @@ class FileApi:
                 rel,
                 request.content.iter_any(),
                 preconditions,
-                _source_client(request),
+                source_client(request),
                 self.max_upload_size,
                 self.metrics.bytes_uploaded.inc,
             )
@@ -265,9 +288,9 @@ class FileApi:
         )
 
     async def missing_chunks(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_object(request, limit=block_api.MAX_REQUEST_BYTES)
+        body = await json_object(request, limit=block_api.MAX_REQUEST_BYTES)
         hint = body.get("path")
-        rel = None if hint is None else paths.validate(_field(body, "path"))
+        rel = None if hint is None else paths.validate(field(body, "path"))
         return await self.blocks.missing(block_api.parse_hashes(body), rel)
 
     async def upload_chunks(self, request: web.Request) -> web.StreamResponse:
@@ -275,29 +298,29 @@ class FileApi:
         return await self.blocks.upload(request)
 
     async def fetch_chunks(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_object(request, limit=block_api.MAX_REQUEST_BYTES)
+        body = await json_object(request, limit=block_api.MAX_REQUEST_BYTES)
         return await self.blocks.fetch(request, block_api.parse_hashes(body))
 
     async def delete_file(self, request: web.Request, rel: str) -> web.StreamResponse:
         self._require_upload()
         if_match = parse_etags(request.headers.get(hdrs.IF_MATCH))
-        recursive = _boolean(request.query, "recursive", default=True)
-        await self.storage.delete(rel, if_match, _source_client(request), recursive=recursive)
+        recursive = boolean(request.query, "recursive", default=True)
+        await self.storage.delete(rel, if_match, source_client(request), recursive=recursive)
         return web.Response(status=204)
 
     async def mkdir(self, request: web.Request) -> web.StreamResponse:
         self._require_upload()
-        body = await _json_object(request)
-        rel = paths.validate(_field(body, "path"))
-        result = await self.storage.mkdir(rel, _source_client(request))
+        body = await json_object(request)
+        rel = paths.validate(field(body, "path"))
+        result = await self.storage.mkdir(rel, source_client(request))
         return web.json_response(result.metadata.to_json(), status=201 if result.created else 200)
 
     async def move(self, request: web.Request) -> web.StreamResponse:
         self._require_upload()
-        body = await _json_object(request)
-        source = paths.validate(_field(body, "from"))
-        target = paths.validate(_field(body, "to"))
-        metadata = await self.storage.move(source, target, _source_client(request))
+        body = await json_object(request)
+        source = paths.validate(field(body, "from"))
+        target = paths.validate(field(body, "to"))
+        metadata = await self.storage.move(source, target, source_client(request))
         return web.json_response(metadata.to_json())
 
 
@@ -307,44 +330,6 @@ class FileApi:
 def _method_not_allowed(methods: Mapping[str, object]) -> ApiError:
     allowed = ", ".join(sorted(methods))
     return ApiError(405, "method_not_allowed", f"allowed methods: {allowed}", {hdrs.ALLOW: allowed})
-
-
-def _source_client(request: web.Request) -> str | None:
-    value = request.headers.get(CLIENT_HEADER)
-    if value is None:
-        return None
-    value = value.strip()
-    if not value or len(value) > MAX_CLIENT_ID or not value.isprintable():
-        raise errors.bad_request(
-            f"{CLIENT_HEADER} must be 1-{MAX_CLIENT_ID} printable characters", "bad_client_id"
-        )
-    return value
-
-
-def _boolean(query: Mapping[str, str], key: str, *, default: bool) -> bool:
-    value = query.get(key)
-    if value is None:
-        return default
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise errors.bad_request(f"{key} must be true or false")
-
-
-def _integer(
-    query: Mapping[str, str], key: str, *, minimum: int, maximum: int | None = None
-) -> int | None:
-    value = query.get(key)
-    if value is None:
-        return None
-    if not value.isascii() or not value.isdigit():
-        raise errors.bad_request(f"{key} must be a non-negative integer")
-    number = int(value)
-    if number < minimum or (maximum is not None and number > maximum):
-        upper = f" and {maximum}" if maximum is not None else ""
-        raise errors.bad_request(f"{key} must be between {minimum}{upper}")
-    return number
 
 
 def _encode_cursor(rel: str) -> str:
@@ -360,38 +345,3 @@ def _decode_cursor(cursor: str, directory: str) -> tuple[str, ...]:
     if not paths.is_within(rel, directory) or rel == directory:
         raise errors.bad_request("cursor does not belong to this listing", "bad_cursor")
     return tuple(rel.split("/"))
-
-
-async def _json_object(request: web.Request, *, limit: int | None = None) -> dict[str, Any]:
-    """The body as a JSON object; ``limit`` replaces aiohttp's ``client_max_size``."""
-    body = await _json_body(request, limit=limit)
-    if not isinstance(body, dict):
-        raise errors.bad_request("the body must be a JSON object", "invalid_json")
-    return body
-
-
-async def _json_body(request: web.Request, *, limit: int | None = None) -> Any:
-    raw = await request.read() if limit is None else await _read_body(request, limit)
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.bad_request("the body must be JSON", "invalid_json") from None
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    too_large = ApiError(413, "too_large", f"the body is limited to {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
-
-
-def _field(body: Mapping[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str):
-        raise errors.bad_request(f"{key!r} must be a string")
-    return value

@@ -24,6 +24,7 @@ import os
 import sqlite3
 import stat
 import struct
+import threading
 import time
 import uuid
 from collections import deque
@@ -37,7 +38,7 @@ import structlog
 
 from quantum_file_sync.chunks import ChunkRef, Manifest, manifest_of_fd, read_chunk
 from quantum_file_sync.metadata import StatKey
-from quantum_file_sync.operations import Delete, Move, Operation
+from quantum_file_sync.operations import Delete, Move, Operation, Purge
 from quantum_file_sync.paths import PathError, SafeRoot
 from quantum_file_sync.reads import open_for_reading
 
@@ -100,6 +101,8 @@ def unpack(data: bytes) -> tuple[ChunkRef, ...]:
 
 OnManifest = Callable[[str, os.stat_result, Manifest], None]
 """Told the manifest of a live file's current version whenever the store learns or finds it."""
+MoreSources = Callable[[list[str]], dict[str, Source]]
+"""Where else chunks can be read (history's blobs and pins); blocking, any thread."""
 
 
 class ChunkStore:
@@ -125,6 +128,8 @@ class ChunkStore:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._cutting: dict[str, asyncio.Future[tuple[os.stat_result, Manifest] | None]] = {}
+        self.more_sources: MoreSources | None = None
+        self._readers = threading.local()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -279,6 +284,8 @@ class ChunkStore:
 
     def follow(self, operation: Operation) -> None:
         """Keep up with a journaled change (from any origin, on any node)."""
+        if isinstance(operation, Purge):
+            return
         if isinstance(operation, Delete):
             self._renames.append((operation.path, None))  # with all below it
             self.schedule([operation.path])
@@ -288,6 +295,20 @@ class ChunkStore:
         if not operation.metadata.is_directory:
             self.schedule([operation.metadata.path])
         self._wake.set()
+
+    async def known(self, rel: str) -> dict[str, tuple[StatKey, Manifest]]:
+        """The manifests recorded for ``rel`` and every file below it, with the stat identity
+        each was cut at (what a file *was*, when it has changed since)."""
+        return await self._run(self._known_tree, rel)
+
+    def _known_tree(self, rel: str) -> dict[str, tuple[StatKey, Manifest]]:
+        rows = self.db.execute(
+            f"SELECT path, dev, ino, size, mtime_ns, hash, chunks FROM files WHERE {_SUBTREE}",
+            _subtree(rel),
+        ).fetchall()
+        return {
+            row[0]: (StatKey(*row[1:5]), Manifest(row[5], row[3], unpack(row[6]))) for row in rows
+        }
 
     def _known_manifest(self, rel: str, key: StatKey) -> Manifest | None:
         row = self.db.execute(
@@ -369,28 +390,44 @@ class ChunkStore:
 
     def _sources(self, hashes: list[str]) -> dict[str, Source]:
         found: dict[str, Source] = {}
-        valid: dict[str, bool] = {}
+        rest: list[str] = []
         for digest in hashes:
-            raw = bytes.fromhex(digest)
             blob = self.blob_path(digest)
             try:  # blobs are files: one another node stored counts too
                 found[digest] = Source(digest, str(blob), 0, blob.stat().st_size, None)
-                continue
             except FileNotFoundError:
-                pass
-            rows = self.db.execute(
-                "SELECT path, offset, size FROM locations WHERE hash = ?", (raw,)
+                rest.append(digest)
+        found.update(self._live_sources(self.db, rest))
+        if self.more_sources is not None:
+            found.update(self.more_sources([digest for digest in rest if digest not in found]))
+        return found
+
+    def _live_sources(self, db: sqlite3.Connection, hashes: list[str]) -> dict[str, Source]:
+        found: dict[str, Source] = {}
+        valid: dict[str, bool] = {}
+        for digest in hashes:
+            rows = db.execute(
+                "SELECT path, offset, size FROM locations WHERE hash = ?", (bytes.fromhex(digest),)
             ).fetchall()
             for rel, offset, size in rows:
                 if rel not in valid:
-                    valid[rel] = self._still_valid(rel)
+                    valid[rel] = self._still_valid(db, rel)
                 if valid[rel]:
                     found[digest] = Source(digest, str(self.root.join(rel)), offset, size, rel)
                     break
         return found
 
-    def _still_valid(self, rel: str) -> bool:
-        row = self.db.execute(
+    def live_holding(self, hashes: list[str]) -> set[str]:
+        """Of ``hashes``, those a live file holds now. Blocking, callable from any thread (a
+        read connection per thread: WAL readers do not wait for the writer)."""
+        db: sqlite3.Connection | None = getattr(self._readers, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.base / self._db_name, check_same_thread=False)
+            self._readers.db = db
+        return set(self._live_sources(db, hashes))
+
+    def _still_valid(self, db: sqlite3.Connection, rel: str) -> bool:
+        row = db.execute(
             "SELECT dev, ino, size, mtime_ns FROM files WHERE path = ?", (rel,)
         ).fetchone()
         if row is None:

@@ -23,12 +23,15 @@ from redis.exceptions import RedisError
 from quantum_file_sync.changelog import ChangeLog
 from quantum_file_sync.chunks import Manifest
 from quantum_file_sync.chunkstore import DB_NAME, ChunkStore
+from quantum_file_sync.history import History
+from quantum_file_sync.history_store import HistoryStore
 from quantum_file_sync.index import Entry, Index, scan
 from quantum_file_sync.metadata import HashCache, StatKey
 from quantum_file_sync.operations import ChangeEvent
 from quantum_file_sync.options import (
     BrokerSettings,
     HeartbeatSettings,
+    HistorySettings,
     JournalSettings,
     LimitSettings,
     Settings,
@@ -65,6 +68,7 @@ class EngineSettings:
     watch: bool
     compression: bool
     uploads: UploadSettings
+    history: HistorySettings
 
     @classmethod
     def of(cls, settings: Settings) -> EngineSettings:
@@ -77,6 +81,7 @@ class EngineSettings:
             watch=settings.watch,
             compression=settings.compression,
             uploads=settings.uploads,
+            history=settings.history,
         )
 
     def pool_key(self) -> tuple[str, str]:
@@ -96,6 +101,7 @@ class SyncEngine:
         self.storage: Storage
         self.chunks: ChunkStore
         self.uploads: UploadStore
+        self.history: History | None = None
         self.ws: WsManager
         self._authenticators: list[Authenticate] = []
         self._cleanups: list[Cleanup] = []
@@ -172,7 +178,32 @@ class SyncEngine:
         self._on_close(chunks.close)
         unfollow = changelog.listen(lambda event: chunks.follow(event.operation))
         self._on_close(lambda: _call(unfollow))
-        self.storage = Storage(root, index, self.hashes, locks, temp, recorder, chunks)
+        history_store: HistoryStore | None = None
+        if settings.history.enabled:
+            history_store = HistoryStore(root.path)
+            await asyncio.to_thread(history_store.open)
+            self._on_close(lambda: asyncio.to_thread(history_store.close))
+            chunks.more_sources = history_store.sources
+            self.history = History(
+                root, settings.history, history_store, chunks, index, self.hashes, recorder
+            )
+        history = self.history
+        self.storage = Storage(
+            root,
+            index,
+            self.hashes,
+            locks,
+            temp,
+            recorder,
+            chunks,
+            history_store,
+            history.wake if history is not None else None,
+        )
+        if history is not None:
+            await history.start(self.storage)
+            self._on_close(history.close)
+            recorder.history = history
+            self._on_close(lambda: _forget_history(recorder))
         self.uploads = uploads = UploadStore(root, settings.uploads.expire)
         await asyncio.to_thread(uploads.open)
         reaping = asyncio.get_running_loop().create_task(_reap_uploads(uploads, self.logger))
@@ -450,6 +481,10 @@ class LeasedWatch:
             watcher, self._watcher = self._watcher, None
             await watcher.close()
             self._logger.info("disk watcher stopped: the disk-watch lease is held elsewhere")
+
+
+async def _forget_history(recorder: Recorder) -> None:
+    recorder.history = None
 
 
 def _is_dir(entry: Entry | None) -> bool:

@@ -85,6 +85,7 @@ class FileSyncHandler(Handler):
             max_upload_size=settings.max_upload_size,
             openapi=openapi.document(auth=self.auth is not None),
             uploads=engine.uploads,
+            history=engine.history,
         )
         if settings.metrics_path:
             ctx.add_route([settings.metrics_path], self)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantum_file_sync.metadata import HashCache, StatKey
-from quantum_file_sync.operations import Delete, Move, Operation
+from quantum_file_sync.operations import Delete, Move, Operation, Purge
 from quantum_file_sync.paths import (
     SafeRoot,
     is_reserved_name,
@@ -230,6 +230,8 @@ class Index:
         journal runs ahead of a snapshot saved up to 30 s before a crash). An entry that
         already holds the journaled version keeps its stat identity; a new one gets none that
         a file on disk could match, so the rescan compares it by content."""
+        if isinstance(operation, Purge):
+            return
         if isinstance(operation, Delete):
             self.remove_tree(operation.path)
             return

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 
 from quantum_file_sync.index import Entry, EntryLookup
 from quantum_file_sync.metadata import StatKey
-from quantum_file_sync.operations import Delete, Move, Operation
+from quantum_file_sync.operations import Delete, Move, Operation, Purge
 from quantum_file_sync.paths import PathError, validate
 
 READY = b"ready"
@@ -191,7 +191,7 @@ class JournaledState:
 
         The entry is the committing node's index entry, which it updated just before
         committing. Without a lookup (a bare change log) the state is left alone."""
-        if lookup is None:
+        if lookup is None or isinstance(operation, Purge):
             return ["", "", "", ""]
         if isinstance(operation, Delete):
             return ["remove", operation.path, "", ""]

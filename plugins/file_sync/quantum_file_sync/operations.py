@@ -1,7 +1,9 @@
-"""File metadata, the four operations and the journaled change event, with their wire form.
+"""File metadata, the operations and the journaled change event, with their wire form.
 
 Wire form (DESIGN.md): ``{"Create": {"metadata": M}}``, ``{"Update": {"metadata": M}}``,
-``{"Delete": {"path": P, "is_directory": bool}}``, ``{"Move": {"from": P, "metadata": M}}``.
+``{"Delete": {"path": P, "is_directory": bool}}``, ``{"Move": {"from": P, "metadata": M}}``,
+and history's ``{"Purge": {"paths": [P...], "versions": N, "trash": N}}`` (docs/history.md),
+which changes no live file.
 """
 
 from __future__ import annotations
@@ -77,7 +79,23 @@ class Move:
         return {"Move": {"from": self.from_path, "metadata": self.metadata.to_json()}}
 
 
-Operation: TypeAlias = Create | Update | Delete | Move
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """Versions or trash items were dropped (retention or on request); no live file changed."""
+
+    paths: tuple[str, ...]
+    versions: int
+    trash: int
+    kind = "Purge"
+
+    def to_json(self) -> dict[str, Any]:
+        body = {"paths": list(self.paths), "versions": self.versions, "trash": self.trash}
+        return {"Purge": body}
+
+
+FileChange: TypeAlias = Create | Update | Delete | Move
+"""An operation that changes live files."""
+Operation: TypeAlias = Create | Update | Delete | Move | Purge
 
 
 def operation_from_json(data: dict[str, Any]) -> Operation:
@@ -93,6 +111,11 @@ def operation_from_json(data: dict[str, Any]) -> Operation:
         return Delete(path=body["path"], is_directory=bool(body["is_directory"]))
     if kind == "Move":
         return Move(from_path=body["from"], metadata=FileMetadata.from_json(body["metadata"]))
+    if kind == "Purge":
+        paths = body["paths"]
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ValueError("Purge paths must be a list of strings")
+        return Purge(tuple(paths), int(body["versions"]), int(body["trash"]))
     raise ValueError(f"unknown operation {kind!r}")
 
 
@@ -102,6 +125,8 @@ def operation_paths(operation: Operation) -> tuple[str, ...]:
         return (operation.path,)
     if isinstance(operation, Move):
         return (operation.from_path, operation.metadata.path)
+    if isinstance(operation, Purge):
+        return operation.paths
     return (operation.metadata.path,)
 
 

@@ -141,6 +141,37 @@ SCHEMA: dict[str, Any] = {
             },
             description="resumable uploads (/api/uploads)",
         ),
+        "history": _closed(
+            {
+                "enabled": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "keep every replaced and deleted file (docs/history.md)",
+                },
+                "keep_at_least": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "default": 3,
+                    "description": "newest versions of each path that thinning and max_age keep",
+                },
+                "max_age": {
+                    "oneOf": [{"type": "null"}, copy.deepcopy(DURATION_SCHEMA)],
+                    "default": None,
+                    "description": "versions and trash items older than this are purged",
+                },
+                "cap": {
+                    "oneOf": [
+                        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"},
+                        copy.deepcopy(SIZE_SCHEMA),
+                    ],
+                    "default": "50%",
+                    "description": "most space history may use: a percentage of (free space + "
+                    'history) or a size such as "20GiB"',
+                },
+                "interval": _duration("1m", "how often retention runs"),
+            },
+            description="file history: versions and trash",
+        ),
     },
 }
 
@@ -188,6 +219,35 @@ class UploadSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HistorySettings:
+    enabled: bool = True
+    keep_at_least: int = 3
+    max_age: float | None = None
+    cap_fraction: float | None = 0.5
+    """Of (free space + history's size); ``None`` when ``cap_bytes`` is set instead."""
+    cap_bytes: int | None = None
+    interval: float = 60.0
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> HistorySettings:
+        cap = options.get("cap", "50%")
+        fraction, limit = None, None
+        if isinstance(cap, str) and cap.strip().endswith("%"):
+            fraction = float(cap.strip()[:-1]) / 100
+        else:
+            limit = parse_size(cap)
+        max_age = options.get("max_age")
+        return cls(
+            enabled=bool(options.get("enabled", True)),
+            keep_at_least=int(options.get("keep_at_least", 3)),
+            max_age=None if max_age is None else parse_duration(max_age),
+            cap_fraction=fraction,
+            cap_bytes=limit,
+            interval=parse_duration(options.get("interval", "1m")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     root: Path
     enable_upload: bool
@@ -203,6 +263,7 @@ class Settings:
     watch: bool
     compression: bool
     uploads: UploadSettings = UploadSettings()
+    history: HistorySettings = HistorySettings()
 
 
 def parse_settings(options: Mapping[str, Any]) -> Settings:
@@ -258,4 +319,5 @@ def parse_settings(options: Mapping[str, Any]) -> Settings:
         watch=bool(options.get("watch", True)),
         compression=bool(options.get("compression", False)),
         uploads=UploadSettings(expire=parse_duration(uploads.get("expire", "24h"))),
+        history=HistorySettings.parse(options.get("history", {})),
     )

@@ -14,7 +14,7 @@ import stat
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -29,9 +29,14 @@ from quantum_file_sync.operations import (
     Delete,
     Move,
     Operation,
+    Purge,
+    Update,
     operation_paths,
 )
 from quantum_file_sync.paths import SafeRoot
+
+if TYPE_CHECKING:
+    from quantum_file_sync.history import History
 
 Origin = Literal["api", "disk"]
 _OWN_EVENTS_REMEMBERED = 4096
@@ -99,6 +104,8 @@ class Recorder:
         self._in_flight: list[Operation] = []
         self._unlisten: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.history: History | None = None
+        """Told of every change this node journals (set once history is open)."""
 
     async def start(self) -> None:
         self.metrics.journal_seq.set(await self.changelog.head())
@@ -120,6 +127,11 @@ class Recorder:
 
         ``None`` when the journal is unavailable: the change stands, and the change log marks
         the gap so catching-up clients are told to reconcile."""
+        if self.history is not None and origin == "disk" and isinstance(operation, Update | Delete):
+            try:
+                await self.history.before_disk_change(operation)
+            except Exception:  # history is best effort here: the change happened already
+                self.logger.exception("could not keep the version a disk change replaced")
         # Listeners may see the event before commit returns: recognise it by its operation.
         self._in_flight.append(operation)
         try:
@@ -132,6 +144,8 @@ class Recorder:
         finally:
             self._in_flight.remove(operation)
         self._remember_own(event.op_id)
+        if self.history is not None and isinstance(operation, Move):
+            await self.history.follow_move(operation.from_path, operation.metadata.path)
         self.metrics.operations.labels(op=operation.kind.lower(), origin=origin).inc()
         self.metrics.journal_seq.set(event.seq)
         return event
@@ -181,6 +195,8 @@ class Recorder:
 
     async def follow(self, operation: Operation) -> None:
         """Fold another node's change into the index, as far as the disk agrees with it."""
+        if isinstance(operation, Purge):
+            return
         if isinstance(operation, Delete):
             if await self._lstat(operation.path) is None:
                 self.index.remove_tree(operation.path)

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import sqlite3
 import stat
 import uuid
 from collections import Counter
@@ -28,6 +29,7 @@ from quantum_file_sync import errors
 from quantum_file_sync.assembly import SourcesChanged, WrongHash, assemble
 from quantum_file_sync.chunks import Manifest
 from quantum_file_sync.chunkstore import ChunkStore, Source, read_source
+from quantum_file_sync.history_store import HistoryStore, Known
 from quantum_file_sync.index import Entry, Index, syncable, walk
 from quantum_file_sync.metadata import HashCache, StatKey, file_metadata
 from quantum_file_sync.operations import Create, Delete, FileMetadata, Move, Update
@@ -204,6 +206,8 @@ class Storage:
         temp: TempArea,
         recorder: Recorder,
         chunks: ChunkStore,
+        history: HistoryStore | None = None,
+        on_kept: Callable[[], None] | None = None,
     ) -> None:
         self.root = root
         self.index = index
@@ -212,6 +216,9 @@ class Storage:
         self.temp = temp
         self.recorder = recorder
         self.chunks = chunks
+        self.history = history
+        """Where replaced and deleted files are kept (``None``: history is off)."""
+        self._on_kept = on_kept
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -397,7 +404,11 @@ class Storage:
             if current is not None and current.is_dir:
                 raise errors.conflict(f"{rel!r} is a directory", "is_directory")
             source_fd = self.temp.fd if upload.directory_fd is None else upload.directory_fd
-            st, existed = await asyncio.to_thread(self._install, rel, upload.temp, source_fd)
+            manifests = await self._known(rel) if current is not None else {}
+            st, existed = await asyncio.to_thread(
+                self._install, rel, upload.temp, source_fd, manifests, source_client
+            )
+            self._kept(existed)
             self.hashes.put(StatKey.of(st), upload.digest)
             await self.recorder.ensure_directories(ancestors(rel), source_client, "api")
             known = self.index.get(rel)
@@ -408,8 +419,14 @@ class Storage:
             await self.recorder.record(operation, source_client, "api")
             return Result(created=not existed, metadata=metadata)
 
-    def _install(self, rel: str, temp: str, source_fd: int) -> tuple[os.stat_result, bool]:
-        with _write_errors(rel), self.root.open_directory(parent(rel), create=True) as directory:
+    def _install(
+        self, rel: str, temp: str, source_fd: int, known: Known, source_client: str | None
+    ) -> tuple[os.stat_result, bool]:
+        with (
+            _write_errors(rel),
+            _history_errors(),
+            self.root.open_directory(parent(rel), create=True) as directory,
+        ):
             target = name(rel)
             try:
                 before = os.stat(target, dir_fd=directory.fd, follow_symlinks=False)
@@ -422,9 +439,35 @@ class Storage:
             # The identity (dev, inode, size, mtime) survives the rename; a stat of the target
             # afterwards could see another node's file renamed in meanwhile.
             installed = os.stat(temp, dir_fd=source_fd, follow_symlinks=False)
-            os.rename(temp, target, src_dir_fd=source_fd, dst_dir_fd=directory.fd)
+            kept = None
+            if existed and self.history is not None:
+                # The old version is kept before it is replaced; if it cannot be, nothing is.
+                entry = self.index.get(rel)
+                digest = entry.hash if entry is not None and entry.same_version(before) else None
+                found = known.get(rel)
+                manifest = found[1] if found and found[0] == StatKey.of(before) else None
+                kept = self.history.pin_replaced(
+                    directory.fd, target, rel, before, digest, manifest, source_client, "api"
+                )
+            try:
+                os.rename(temp, target, src_dir_fd=source_fd, dst_dir_fd=directory.fd)
+            except BaseException:
+                if kept is not None:
+                    self.history.unpin(kept)  # type: ignore[union-attr]
+                raise
             os.fsync(directory.fd)
             return installed, existed
+
+    async def _known(self, rel: str) -> Known:
+        """What the chunk store knows of ``rel`` (and below): kept with a replaced version, so
+        it need not be cut again."""
+        if self.history is None:
+            return {}
+        return await self.chunks.known(rel)
+
+    def _kept(self, anything: bool) -> None:
+        if anything and self.history is not None and self._on_kept is not None:
+            self._on_kept()
 
     # -- delete, mkdir, move -------------------------------------------------------------------
 
@@ -446,17 +489,45 @@ class Storage:
                 if current is None:
                     raise errors.not_found(f"{rel!r} does not exist")
                 preconditions.check(current)
-                await asyncio.to_thread(self._remove, rel, recursive)
+                known = await self._known(rel)
+                hashes = {
+                    path: entry.hash
+                    for path in self.index.subtree(rel)
+                    if (entry := self.index.get(path)) is not None
+                }
+                await asyncio.to_thread(self._remove, rel, recursive, known, hashes, source_client)
+                self._kept(True)
                 self.index.remove_tree(rel)
                 await self.recorder.record(Delete(rel, current.is_dir), source_client, "api")
 
         await _shielded(commit())
 
-    def _remove(self, rel: str, recursive: bool) -> None:
-        with _write_errors(rel), self.root.open_directory(parent(rel)) as directory:
+    def _remove(
+        self,
+        rel: str,
+        recursive: bool,
+        known: Known,
+        hashes: dict[str, str | None],
+        source_client: str | None,
+    ) -> None:
+        with (
+            _write_errors(rel),
+            _history_errors(),
+            self.root.open_directory(parent(rel)) as directory,
+        ):
             target = name(rel)
             st = os.stat(target, dir_fd=directory.fd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode) and not recursive:
+            if self.history is not None:
+                if (
+                    stat.S_ISDIR(st.st_mode)
+                    and not recursive
+                    and _has_entries(directory.fd, target)
+                ):
+                    raise errors.conflict(f"{rel!r} is not empty", "not_empty")
+                self.history.trash(
+                    directory.fd, target, rel, st, known, hashes, source_client, "api"
+                )
+            elif stat.S_ISDIR(st.st_mode) and not recursive:
                 try:
                     os.rmdir(target, dir_fd=directory.fd)
                 except OSError as error:
@@ -600,6 +671,32 @@ class _write_errors:
             raise errors.not_found(f"{self.rel!r} does not exist") from error
         if isinstance(error, IsADirectoryError):
             raise errors.conflict(f"{self.rel!r} is a directory", "is_directory") from error
+
+
+class _history_errors:
+    """A version that cannot be kept (a full disk) fails the change with 507: nothing is lost."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+    ) -> None:
+        if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+            raise errors.ApiError(
+                507, "insufficient_storage", "the server's disk is full (history)"
+            ) from error
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _storage_error(error) from error
+
+
+def _has_entries(directory_fd: int, name: str) -> bool:
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory_fd)
+    try:
+        with os.scandir(fd) as entries:
+            return any(True for _ in entries)
+    finally:
+        os.close(fd)
 
 
 def missing_chunks(hashes: list[str]) -> errors.ApiError:

@@ -1,0 +1,384 @@
+"""File history as a service: restoring, purging, the compactor and retention (docs/history.md).
+
+:class:`~quantum_file_sync.history_store.HistoryStore` keeps the files and the catalogue;
+this module puts them to work with the rest of the engine. A restore is an ordinary commit
+through :class:`~quantum_file_sync.storage.Storage` — a manifest assembled from wherever the
+chunks are, or a trashed file renamed back — so it is journaled and broadcast like any change
+and replaces the live version only after keeping it. Purges are journaled as ``Purge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from quantum_file_sync import errors
+from quantum_file_sync.chunkstore import ChunkStore
+from quantum_file_sync.history_store import HistoryStore, Purged, TrashItem, Version
+from quantum_file_sync.index import Index
+from quantum_file_sync.metadata import HashCache
+from quantum_file_sync.operations import Delete, Operation, Purge, Update
+from quantum_file_sync.options import HistorySettings
+from quantum_file_sync.paths import SafeRoot
+from quantum_file_sync.recorder import Recorder
+from quantum_file_sync.retention import RetentionPolicy
+from quantum_file_sync.storage import Preconditions, Result, Storage
+
+MAX_PURGE_PATHS = 1000
+_ANYTHING = Preconditions(if_none_match=frozenset({"*"}))
+"""Restores into the trash item's place never overwrite."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    id: int
+    path: str
+    code: str
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "code": self.code, "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class TrashRestore:
+    restored: list[tuple[int, str]]
+    conflicts: list[Conflict]
+
+
+class History:
+    def __init__(
+        self,
+        root: SafeRoot,
+        settings: HistorySettings,
+        store: HistoryStore,
+        chunks: ChunkStore,
+        index: Index,
+        hashes: HashCache,
+        recorder: Recorder,
+    ) -> None:
+        self.root = root
+        self.settings = settings
+        self.store = store
+        self.chunks = chunks
+        self.index = index
+        self.hashes = hashes
+        self.recorder = recorder
+        self.storage: Storage
+        self.policy = RetentionPolicy(settings.keep_at_least, settings.max_age)
+        self._logger = structlog.get_logger("quantum.file_sync.history")
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._reading = 0
+        """Version downloads streaming now: blobs are not collected under them."""
+
+    async def start(self, storage: Storage) -> None:
+        self.storage = storage
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._compact_forever(), name="quantum-history-compactor"),
+            loop.create_task(self._retain_forever(), name="quantum-history-retention"),
+        ]
+        self.wake()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def wake(self) -> None:
+        """Something was kept: compact it (and check the cap) soon."""
+        self._idle.clear()
+        self._wake.set()
+
+    async def settled(self) -> None:
+        """Wait until the compactor has nothing pending (benchmarks, tests)."""
+        await self._idle.wait()
+
+    # -- the compactor ------------------------------------------------------------------------
+
+    async def _compact_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.compact_pending()
+                if self._reading == 0:
+                    await asyncio.to_thread(self.store.collect_garbage)
+                await self.enforce_cap()
+            except Exception:
+                self._logger.exception("history compaction failed; retrying later")
+                await asyncio.sleep(5.0)
+                self._wake.set()
+                continue
+            if not self._wake.is_set():
+                self._idle.set()
+
+    async def compact_pending(self) -> None:
+        for version in await asyncio.to_thread(self.store.pending):
+            try:
+                version = await asyncio.to_thread(self.store.ensure_manifest, version)
+            except FileNotFoundError:
+                continue  # restored or purged meanwhile
+            await self.chunks.manifest(version.path)  # its successor, so its chunks are found
+            await asyncio.to_thread(
+                self.store.compact, version, self.chunks.live_holding, self.chunks.blob_path
+            )
+        for version in await asyncio.to_thread(self.store.unsettled):
+            await self.chunks.manifest(version.path)
+            await asyncio.to_thread(
+                self.store.settle, version, self.chunks.live_holding, self.chunks.blob_path
+            )
+
+    # -- changes the watcher saw (their old content is gone already) --------------------------
+
+    async def before_disk_change(self, operation: Operation) -> None:
+        """Keep what can be kept of what a change made on disk replaced or deleted."""
+        if isinstance(operation, Update):
+            rel = operation.metadata.path
+            known = (await self.chunks.known(rel)).get(rel)
+            if known is None or known[1].hash == operation.metadata.hash:
+                return  # never cut, or cut after the change already: nothing known to keep
+            key, manifest = known
+            await asyncio.to_thread(self.store.record_lost, rel, key, manifest, "update", None)
+            self.wake()
+        elif isinstance(operation, Delete):
+            lost = await self.chunks.known(operation.path)
+            if lost or operation.is_directory:
+                await asyncio.to_thread(
+                    self.store.record_lost_trash, operation.path, operation.is_directory, lost
+                )
+                self.wake()
+
+    async def follow_move(self, source: str, target: str) -> None:
+        await asyncio.to_thread(self.store.follow_move, source, target)
+
+    # -- restoring -----------------------------------------------------------------------------
+
+    async def version_of(self, path: str, version_id: int) -> Version:
+        version = await asyncio.to_thread(self.store.version, version_id)
+        if version is None or version.path != path:
+            raise errors.ApiError(404, "version_not_found", f"{path!r} has no version {version_id}")
+        try:
+            return await asyncio.to_thread(self.store.ensure_manifest, version)
+        except FileNotFoundError:
+            raise errors.ApiError(
+                404, "version_not_found", f"version {version_id} was purged"
+            ) from None
+
+    async def restore_version(
+        self, path: str, version_id: int, to: str | None, source_client: str | None
+    ) -> Result:
+        version = await self.version_of(path, version_id)
+        manifest = version.manifest
+        if manifest is None:
+            raise incomplete_version(version_id, [])
+        preconditions = _ANYTHING if to is not None else Preconditions()
+        try:
+            return await self.storage.put_manifest(
+                to or path, manifest, preconditions, source_client
+            )
+        except errors.ApiError as error:
+            if error.code == "missing_chunks":
+                raise incomplete_version(
+                    version_id, (error.details or {}).get("missing", [])
+                ) from None
+            if error.code == "precondition_failed":
+                raise errors.conflict(f"{to!r} already exists", "exists") from None
+            raise
+
+    async def restore_trash(
+        self, items: Sequence[TrashItem], to: str | None, source_client: str | None
+    ) -> TrashRestore:
+        restored: list[tuple[int, str]] = []
+        conflicts: list[Conflict] = []
+        for item in sorted(items, key=lambda item: item.id):  # in the order they were deleted
+            destination = to or item.path
+            done: list[int] = []
+            for version in await asyncio.to_thread(self.store.trash_versions, item.id):
+                target = destination + version.recorded_path[len(item.path) :]
+                try:
+                    await self._restore_file(version, target, source_client)
+                except errors.ApiError as error:
+                    code = "exists" if error.code == "precondition_failed" else error.code
+                    conflicts.append(Conflict(item.id, target, code, error.message))
+                    continue
+                done.append(version.id)
+            if item.is_dir:
+                await self._restore_directories(item, destination, source_client)
+            if await asyncio.to_thread(self.store.forget_restored, item.id, done):
+                restored.append((item.id, destination))
+        return TrashRestore(restored, conflicts)
+
+    async def _restore_file(self, version: Version, target: str, source_client: str | None) -> None:
+        pin = None if version.pin is None else self.store.base / version.pin
+        if pin is None or not await asyncio.to_thread(pin.exists):
+            if not version.complete or version.manifest is None:
+                raise incomplete_version(version.id, [])
+            await self.storage.put_manifest(target, version.manifest, _ANYTHING, source_client)
+            return
+        digest = version.hash
+        if digest is None:
+            _, digest = await asyncio.to_thread(self.hashes.hash_file, pin)
+        assert digest is not None
+        directory = await asyncio.to_thread(
+            os.open, pin.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        )
+        try:  # renamed back: a trashed file of any size is restored at once
+            await self.storage.commit_received(
+                target, directory, pin.name, digest, version.size, _ANYTHING, source_client
+            )
+        finally:
+            os.close(directory)
+
+    async def _restore_directories(
+        self, item: TrashItem, destination: str, source_client: str | None
+    ) -> None:
+        """The directories of a trashed tree (empty ones too) are created where they were."""
+        top = self.store.trash_dir / str(item.id)
+
+        def directories() -> list[str]:
+            if not item.pinned:
+                return [""]
+            found = [""]
+            for directory, names, _ in os.walk(top):
+                inside = os.path.relpath(directory, top)
+                found.extend(os.path.normpath(os.path.join(inside, n)) for n in names)
+            return found
+
+        for inside in await asyncio.to_thread(directories):
+            target = f"{destination}/{inside}" if inside else destination
+            try:
+                await self.storage.mkdir(target, source_client)
+            except errors.ApiError:
+                continue  # a file is there now: its files were reported as conflicts
+
+    # -- reading a version ---------------------------------------------------------------------
+
+    def reading(self) -> _Reading:
+        return _Reading(self)
+
+    # -- purging -------------------------------------------------------------------------------
+
+    async def purge_versions(self, ids: Sequence[int]) -> Purged:
+        purged = await asyncio.to_thread(
+            self.store.purge_versions, ids, self.chunks.live_holding, self._reading == 0
+        )
+        await self._announce(purged)
+        return purged
+
+    async def purge_trash(self, ids: Sequence[int]) -> Purged:
+        purged = await asyncio.to_thread(
+            self.store.purge_trash, ids, self.chunks.live_holding, self._reading == 0
+        )
+        await self._announce(purged)
+        return purged
+
+    async def _announce(self, purged: Purged) -> None:
+        if purged:
+            operation = Purge(purged.paths[:MAX_PURGE_PATHS], purged.versions, purged.trash)
+            await self.recorder.record(operation, None, "api")
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def cap_bytes(self) -> int:
+        if self.settings.cap_bytes is not None:
+            return self.settings.cap_bytes
+        fraction = self.settings.cap_fraction or 0.5
+        free = shutil.disk_usage(self.root.path).free
+        return int(fraction * (free + self.store.stored_bytes()))
+
+    def _is_live(self, path: str) -> bool:
+        entry = self.index.get(path)
+        return entry is not None and not entry.is_dir
+
+    async def _retain_forever(self) -> None:
+        while True:
+            try:
+                await self.retain()
+            except Exception:
+                self._logger.exception("history retention failed")
+            await asyncio.sleep(self.settings.interval)
+
+    async def retain(self, *, force: bool = False) -> Purged:
+        """One pass of thinning and age limits (once per interval among nodes), then the cap."""
+        now = time.time()
+        claimed = force or await asyncio.to_thread(
+            self.store.claim_retention, now, self.settings.interval
+        )
+        purged = Purged((), 0, 0)
+        if claimed:
+            versions, trash = await asyncio.to_thread(self.store.expired, now, self.policy)
+            purged = _merge(purged, await self.purge_trash(trash) if trash else purged)
+            purged = _merge(purged, await self.purge_versions(versions) if versions else purged)
+        return _merge(purged, await self.enforce_cap())
+
+    async def enforce_cap(self) -> Purged:
+        """Purge oldest first until history fits under the cap (never the newest version of a
+        live file)."""
+        total = Purged((), 0, 0)
+        cap = await asyncio.to_thread(self.cap_bytes)
+        if await asyncio.to_thread(self.store.stored_bytes) <= cap:
+            return total
+        candidates = await asyncio.to_thread(lambda: list(self.store.oldest_first(self._is_live)))
+        batch: list[tuple[str, int]] = []
+        for candidate in candidates:
+            batch.append(candidate)
+            if len(batch) < 16:
+                continue
+            total = _merge(total, await self._purge_batch(batch))
+            batch = []
+            if await asyncio.to_thread(self.store.stored_bytes) <= cap:
+                return total
+        if batch:
+            total = _merge(total, await self._purge_batch(batch))
+        return total
+
+    async def _purge_batch(self, batch: list[tuple[str, int]]) -> Purged:
+        versions = [item_id for kind, item_id in batch if kind == "version"]
+        trash = [item_id for kind, item_id in batch if kind == "trash"]
+        purged = Purged((), 0, 0)
+        if trash:
+            purged = _merge(purged, await self.purge_trash(trash))
+        if versions:
+            purged = _merge(purged, await self.purge_versions(versions))
+        return purged
+
+
+class _Reading:
+    """While a version is being downloaded, purges leave the blobs it reads in place."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+
+    def __enter__(self) -> None:
+        self.history._reading += 1
+
+    def __exit__(self, *_: object) -> None:
+        self.history._reading -= 1
+        if self.history._reading == 0:
+            self.history.wake()  # collects what purges left meanwhile
+
+
+def _merge(first: Purged, second: Purged) -> Purged:
+    paths = tuple(dict.fromkeys([*first.paths, *second.paths]))
+    return Purged(paths, first.versions + second.versions, first.trash + second.trash)
+
+
+def incomplete_version(version_id: int, missing: list[str]) -> errors.ApiError:
+    return errors.ApiError(
+        409,
+        "version_incomplete",
+        f"version {version_id} cannot be rebuilt: {len(missing) or 'some'} of its chunks are "
+        "gone (an edit made on disk behind Quantum's back)",
+        details={"missing": missing},
+    )
