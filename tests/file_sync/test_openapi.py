@@ -47,6 +47,11 @@ def test_the_document_is_openapi_3_1_and_describes_every_endpoint(server: Runnin
         "/api/uploads",
         "/api/uploads/{id}",
         "/api/openapi.json",
+        "/api/versions/{path}",
+        "/api/restore",
+        "/api/trash",
+        "/api/trash/restore",
+        "/api/history",
     }
     assert set(document["paths"]["/api/files/{path}"]) >= {"get", "head", "put", "delete"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import stat
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from quantum_file_sync.request_parsing import field, integer, json_object, sourc
 
 VERSIONS = "/versions/"
 MAX_PAGE = 100
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: ids beyond it name nothing (and must not reach the database)."""
 MAX_BULK = 100_000
 """Trash items one ``since`` restore (or purge) handles."""
 _SEND_AHEAD = 8
@@ -149,7 +152,7 @@ class HistoryApi:
         body = await json_object(request)
         rel = paths.validate(field(body, "path"))
         version_id = body.get("version")
-        if not isinstance(version_id, int) or isinstance(version_id, bool) or version_id < 1:
+        if not isinstance(version_id, int) or not _is_id(version_id):
             raise errors.bad_request("'version' must be a positive integer")
         to = paths.validate(field(body, "to")) if body.get("to") is not None else None
         result = await self.history.restore_version(rel, version_id, to, source_client(request))
@@ -215,9 +218,9 @@ class HistoryApi:
                 not isinstance(ids, list)
                 or not ids
                 or len(ids) > MAX_BULK
-                or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+                or not all(_is_id(i) for i in ids)
             ):
-                raise errors.bad_request(f"'ids' must be a list of 1-{MAX_BULK} integers")
+                raise errors.bad_request(f"'ids' must be a list of 1-{MAX_BULK} positive integers")
             found = await asyncio.to_thread(lambda: [store.trash_item(i) for i in ids])
             unknown = [i for i, item in zip(ids, found, strict=True) if item is None]
             if unknown:
@@ -296,13 +299,17 @@ def precise_time(epoch: float) -> str:
 def parse_time(value: object) -> float:
     """RFC 3339 or Unix seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
+        if math.isfinite(value):
+            return float(value)
+    elif isinstance(value, str):
         text = value.strip()
         try:
-            return float(text)
+            seconds = float(text)
         except ValueError:
             pass
+        else:
+            if math.isfinite(seconds):
+                return seconds
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
@@ -315,7 +322,11 @@ def parse_time(value: object) -> float:
 
 
 def _version_id(query: Mapping[str, str]) -> int | None:
-    return integer(query, "version", minimum=1)
+    return integer(query, "version", minimum=1, maximum=MAX_ID)
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
 
 
 def _prefix(value: str | None) -> str | None:

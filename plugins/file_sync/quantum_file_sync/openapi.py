@@ -101,6 +101,23 @@ _OPERATION = {
                 }
             },
         },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["Purge"],
+            "properties": {
+                "Purge": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["paths", "versions", "trash"],
+                    "properties": {
+                        "paths": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+                        "versions": {"type": "integer", "minimum": 0},
+                        "trash": {"type": "integer", "minimum": 0},
+                    },
+                }
+            },
+        },
     ]
 }
 
@@ -263,6 +280,276 @@ _BLOCK_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["stored"],
         "properties": {"stored": {"type": "array", "items": _HASH}},
+    },
+}
+
+
+def _history_paths(*, auth: bool, file_path: dict[str, Any]) -> dict[str, Any]:
+    """File history (docs/history.md): versions, restores, the trash, usage."""
+    page = [
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+        },
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    ]
+    version = {
+        "name": "version",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "a version id (from the list)",
+    }
+    required_version = {**version, "required": True}
+    octets = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    json_body = {"application/json": {"schema": {"$ref": _REF + "TrashSelection"}}}
+    history_errors = _errors(400, 401, 403, 404, 409, auth=auth)
+    insufficient = {"507": _error("the disk is full")}
+    return {
+        "/api/versions/{path}": {
+            "get": {
+                "summary": "The versions of a path, newest first (or one version's bytes)",
+                "parameters": [file_path, version, *page],
+                "responses": {
+                    "200": {
+                        "description": "the list; with `version`, that version's bytes",
+                        "content": {
+                            "application/json": {"schema": {"$ref": _REF + "VersionList"}},
+                            **octets,
+                        },
+                    },
+                    **history_errors,
+                },
+            },
+            "delete": {
+                "summary": "Purge one version",
+                "parameters": [file_path, required_version],
+                "responses": {
+                    "200": _json("Purged", "purged (journaled as a Purge operation)"),
+                    **history_errors,
+                },
+            },
+        },
+        "/api/restore": {
+            "post": {
+                "summary": "Make a version the live file again (or write it at `to`)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": _REF + "Restore"}}},
+                },
+                "responses": {
+                    "200": _json("Restored", "restored: one Update (or Create) is journaled"),
+                    **history_errors,
+                    **_errors(413, auth=auth),
+                    **insufficient,
+                },
+            }
+        },
+        "/api/trash": {
+            "get": {
+                "summary": "Deleted files and directories, newest first",
+                "parameters": [
+                    {"name": "prefix", "in": "query", "schema": {"type": "string"}},
+                    {"name": "since", "in": "query", "schema": {"type": "string"}},
+                    {"name": "source_client", "in": "query", "schema": {"type": "string"}},
+                    *page,
+                ],
+                "responses": {
+                    "200": _json("TrashList", "a page of the trash"),
+                    **_errors(400, 401, 403, 404, auth=auth),
+                },
+            },
+            "delete": {
+                "summary": "Empty the trash (or only the selected items)",
+                "requestBody": {"required": False, "content": json_body},
+                "responses": {
+                    "200": _json("Purged", "purged (journaled as a Purge operation)"),
+                    **_errors(400, 401, 403, 404, 413, auth=auth),
+                },
+            },
+        },
+        "/api/trash/restore": {
+            "post": {
+                "summary": "Put trash items back (never over an existing file)",
+                "requestBody": {"required": True, "content": json_body},
+                "responses": {
+                    "200": _json("TrashRestored", "what was restored, and what was in the way"),
+                    **_errors(400, 401, 403, 404, 413, auth=auth),
+                    **insufficient,
+                },
+            }
+        },
+        "/api/history": {
+            "get": {
+                "summary": "How much history and trash hold, and the cap",
+                "responses": {
+                    "200": _json("HistoryUsage", "usage"),
+                    **_errors(401, 403, 404, auth=auth),
+                },
+            }
+        },
+    }
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_COUNT = {"type": "integer", "minimum": 0}
+_HISTORY_SCHEMAS: dict[str, Any] = {
+    "Version": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "id",
+            "path",
+            "recorded_path",
+            "hash",
+            "size",
+            "modified",
+            "replaced",
+            "reason",
+            "source_client",
+            "origin",
+            "complete",
+        ],
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "path": {"type": "string"},
+            "recorded_path": {"type": "string"},
+            "hash": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+            "size": _COUNT,
+            "modified": _TIME,
+            "replaced": _TIME,
+            "reason": {"enum": ["update", "delete"]},
+            "source_client": _NULLABLE_STRING,
+            "origin": {"enum": ["api", "disk"]},
+            "complete": {"type": "boolean"},
+        },
+    },
+    "VersionList": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path", "current", "versions", "next"],
+        "properties": {
+            "path": {"type": "string"},
+            "current": {"oneOf": [{"type": "null"}, {"$ref": _REF + "Metadata"}]},
+            "versions": {"type": "array", "items": {"$ref": _REF + "Version"}, "maxItems": 100},
+            "next": _NULLABLE_STRING,
+        },
+    },
+    "Restore": {
+        "type": "object",
+        "required": ["path", "version"],
+        "properties": {
+            "path": {"type": "string"},
+            "version": {"type": "integer", "minimum": 1},
+            "to": {"type": "string", "description": "write it here instead (never overwrites)"},
+        },
+    },
+    "Restored": {
+        "type": "object",
+        "required": ["metadata", "restored_from"],
+        "properties": {
+            "metadata": {"$ref": _REF + "Metadata"},
+            "restored_from": {"type": "integer"},
+        },
+    },
+    "TrashItem": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "id",
+            "path",
+            "is_directory",
+            "files",
+            "size",
+            "hash",
+            "deleted",
+            "source_client",
+            "origin",
+            "complete",
+        ],
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "path": {"type": "string"},
+            "is_directory": {"type": "boolean"},
+            "files": _COUNT,
+            "size": _COUNT,
+            "hash": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+            "deleted": _TIME,
+            "source_client": _NULLABLE_STRING,
+            "origin": {"enum": ["api", "disk"]},
+            "complete": {"type": "boolean"},
+        },
+    },
+    "TrashList": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["items", "next"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": _REF + "TrashItem"}, "maxItems": 100},
+            "next": _NULLABLE_STRING,
+        },
+    },
+    "TrashSelection": {
+        "type": "object",
+        "description": "`ids`, or `since` with optional `prefix` / `source_client`",
+        "properties": {
+            "ids": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+            "since": {"type": ["string", "number"], "description": "RFC 3339 or Unix seconds"},
+            "prefix": {"type": "string"},
+            "source_client": {"type": "string"},
+            "to": {"type": "string", "description": "restore the one item given here instead"},
+        },
+    },
+    "TrashRestored": {
+        "type": "object",
+        "required": ["restored", "conflicts"],
+        "properties": {
+            "restored": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "path"],
+                    "properties": {"id": {"type": "integer"}, "path": {"type": "string"}},
+                },
+            },
+            "conflicts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "path", "code", "error"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "path": {"type": "string"},
+                        "code": {"type": "string"},
+                        "error": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "Purged": {
+        "type": "object",
+        "required": ["purged"],
+        "properties": {"purged": _COUNT},
+    },
+    "HistoryUsage": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["versions", "trash", "stored_bytes", "cap_bytes", "pending"],
+        "properties": {
+            "versions": {"$ref": _REF + "Usage"},
+            "trash": {"$ref": _REF + "Usage"},
+            "stored_bytes": _COUNT,
+            "cap_bytes": _COUNT,
+            "pending": _COUNT,
+        },
+    },
+    "Usage": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["count", "bytes"],
+        "properties": {"count": _COUNT, "bytes": _COUNT},
     },
 }
 
@@ -642,10 +929,13 @@ def document(*, auth: bool, version: str = "0.1.0") -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": {**_SCHEMAS, **_BLOCK_SCHEMAS, **_UPLOAD_SCHEMAS}},
+        "components": {
+            "schemas": {**_SCHEMAS, **_BLOCK_SCHEMAS, **_UPLOAD_SCHEMAS, **_HISTORY_SCHEMAS}
+        },
     }
     doc["paths"].update(_block_paths(auth=auth))
     doc["paths"].update(_upload_paths(auth=auth))
+    doc["paths"].update(_history_paths(auth=auth, file_path=file_path))
     if auth:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
