@@ -316,13 +316,15 @@ def test_the_trash_lists_deleted_files_and_folders_and_restores_them(
     expect(panels.trash.locator("#trash-usage-text")).to_contain_text("allowed")
     page.screenshot("history-trash")
 
-    # The filter keeps the items whose path starts with what is typed.
-    panels.trash.get_by_label("Path starts with").fill("rep")
+    # The filter keeps the items at a path or below it (the server's `prefix` is a subtree).
+    path_filter = panels.trash.get_by_label("Only in folder (or at path)")
+    path_filter.fill("report.txt")
     expect(items).to_have_count(1)
     expect(items.first.locator(".path")).to_have_text("report.txt")
-    panels.trash.get_by_label("Path starts with").fill("nothing-like-this")
-    expect(panels.trash.get_by_role("status")).to_contain_text("Nothing in the trash starts with")
-    panels.trash.get_by_label("Path starts with").fill("")
+    path_filter.fill("rep")
+    status = panels.trash.get_by_role("status")
+    expect(status).to_have_text("Nothing in the trash is in or at “rep”.")
+    path_filter.fill("")
     expect(items).to_have_count(2)
 
     photos.get_by_role("button", name="Restore", exact=True).click()
@@ -333,6 +335,8 @@ def test_the_trash_lists_deleted_files_and_folders_and_restores_them(
         ),
         what="the restored folder on disk",
     )
+    expect(page.row("photos")).to_be_visible()
+    page.row("photos").locator(".twisty").click()  # a deleted folder comes back closed
     expect(page.row("photos/a.jpg")).to_be_visible()
     expect(page.row("photos/b.jpg")).to_be_visible()
     expect(items).to_have_count(1)
@@ -364,16 +368,13 @@ def test_a_taken_path_is_a_conflict_and_restore_to_puts_it_elsewhere(
     expect(field).to_have_value("notes.txt")
     dialog.get_by_role("button", name="Restore").click()
     expect(dialog.locator("#text-error")).to_have_text("“notes.txt” already exists.")
-    field.fill("archive/old-notes.txt")
+    field.fill("old-notes.txt")
     dialog.get_by_role("button", name="Restore").click()
     expect(dialog).to_be_hidden()
-    wait_for(
-        lambda: (server.root / "archive" / "old-notes.txt").exists(),
-        what="the item restored elsewhere",
-    )
-    assert (server.root / "archive" / "old-notes.txt").read_bytes() == b"the old notes\n"
+    wait_for(lambda: (server.root / "old-notes.txt").exists(), what="the item restored elsewhere")
+    assert (server.root / "old-notes.txt").read_bytes() == b"the old notes\n"
     assert (server.root / "notes.txt").read_bytes() == b"new notes\n"
-    expect(page.row("archive/old-notes.txt")).to_be_visible()
+    expect(page.row("old-notes.txt")).to_be_visible()
     expect(panels.trash_items()).to_have_count(0)
     assert trash_items(server) == []
 

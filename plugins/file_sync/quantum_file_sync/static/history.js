@@ -356,7 +356,7 @@ class TrashView extends PagedPanel {
   }
 
   emptyText() {
-    return this.prefix ? `Nothing in the trash starts with “${this.prefix}”.` : "The trash is empty.";
+    return this.prefix ? `Nothing in the trash is in or at “${this.prefix}”.` : "The trash is empty.";
   }
 
   renderExtra() {
@@ -459,7 +459,7 @@ class TrashView extends PagedPanel {
       title: everything ? "Empty the trash?" : "Empty this part of the trash?",
       message: everything
         ? "Everything in the trash will be deleted for good, for everyone. This cannot be undone."
-        : `Everything in the trash whose path starts with “${this.prefix}” will be deleted for good, for everyone. This cannot be undone.`,
+        : `Everything in the trash in or at “${this.prefix}” will be deleted for good, for everyone. This cannot be undone.`,
       submitLabel: "Empty trash",
     });
     if (!confirmed) return;
