@@ -33,7 +33,7 @@ pytest: $(STAMP) system-packages
 
 test: lint typecheck pytest
 
-BENCHES ?= http_core ws_fanout sync_latency initial_sync multinode delta_sync
+BENCHES ?= http_core ws_fanout sync_latency initial_sync multinode delta_sync history
 
 # Benchmarks run outside the test-suite (minutes each); results go to BENCHMARKS.md by hand.
 bench: $(STAMP) system-packages
