@@ -124,11 +124,15 @@ class History:
                 self._idle.set()
 
     async def compact_pending(self) -> None:
+        # Every pending pin's manifest first: a chunk an older version shares with a newer
+        # one still pinned is then found there, and is not copied while that one waits.
+        pending: list[Version] = []
         for version in await asyncio.to_thread(self.store.pending):
             try:
-                version = await asyncio.to_thread(self.store.ensure_manifest, version)
+                pending.append(await asyncio.to_thread(self.store.ensure_manifest, version))
             except FileNotFoundError:
                 continue  # restored or purged meanwhile
+        for version in pending:
             await self.chunks.manifest(version.path)  # its successor, so its chunks are found
             await asyncio.to_thread(
                 self.store.compact, version, self.chunks.live_holding, self.chunks.blob_path
@@ -325,33 +329,29 @@ class History:
     async def enforce_cap(self) -> Purged:
         """Purge oldest first until history fits under the cap (never the newest version of a
         live file)."""
-        total = Purged((), 0, 0)
         cap = await asyncio.to_thread(self.cap_bytes)
         if await asyncio.to_thread(self.store.stored_bytes) <= cap:
-            return total
-        candidates = await asyncio.to_thread(lambda: list(self.store.oldest_first(self._is_live)))
-        batch: list[tuple[str, int]] = []
-        for candidate in candidates:
-            batch.append(candidate)
-            if len(batch) < 16:
-                continue
-            total = _merge(total, await self._purge_batch(batch))
-            batch = []
-            if await asyncio.to_thread(self.store.stored_bytes) <= cap:
-                return total
-        if batch:
-            total = _merge(total, await self._purge_batch(batch))
-        return total
-
-    async def _purge_batch(self, batch: list[tuple[str, int]]) -> Purged:
-        versions = [item_id for kind, item_id in batch if kind == "version"]
-        trash = [item_id for kind, item_id in batch if kind == "trash"]
-        purged = Purged((), 0, 0)
-        if trash:
-            purged = _merge(purged, await self.purge_trash(trash))
-        if versions:
-            purged = _merge(purged, await self.purge_versions(versions))
+            return Purged((), 0, 0)
+        purged = await asyncio.to_thread(self._purge_over_cap, cap)
+        await self._announce(purged)
         return purged
+
+    def _purge_over_cap(self, cap: int) -> Purged:
+        """Blocking: purge candidates one at a time, checking the size after each, so no more
+        goes than the cap needs. Blobs are collected once at the end (not while a download
+        streams), so the size checked leaves out blobs no version names any more."""
+        total = Purged((), 0, 0)
+        for kind, item_id in list(self.store.oldest_first(self._is_live)):
+            if self.store.stored_bytes(garbage=False) <= cap:
+                break
+            if kind == "trash":
+                purged = self.store.purge_trash([item_id], self.chunks.live_holding, False)
+            else:
+                purged = self.store.purge_versions([item_id], self.chunks.live_holding, False)
+            total = _merge(total, purged)
+        if total and self._reading == 0:
+            self.store.collect_garbage()
+        return total
 
 
 class _Reading:

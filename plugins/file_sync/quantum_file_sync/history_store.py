@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS versions (
     pin_ino INTEGER,
     chunks BLOB,
     complete INTEGER NOT NULL DEFAULT 1,
+    settled INTEGER NOT NULL DEFAULT 1,
     trash INTEGER
 );
 CREATE INDEX IF NOT EXISTS versions_by_path ON versions (path, id);
@@ -465,8 +466,8 @@ class HistoryStore:
         key = st if isinstance(st, StatKey) else StatKey.of(st)
         cursor = db.execute(
             "INSERT INTO versions (path, recorded_path, hash, size, mtime_ns, replaced, reason, "
-            "source_client, origin, pin, pin_ino, chunks, complete, trash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "source_client, origin, pin, pin_ino, chunks, complete, settled, trash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 rel,
                 rel,
@@ -481,6 +482,7 @@ class HistoryStore:
                 key.ino,
                 None if manifest is None else pack(manifest.chunks),
                 complete,
+                complete,  # an incomplete one is checked once against what is left
                 trash,
             ),
         )
@@ -512,7 +514,7 @@ class HistoryStore:
 
     def unsettled(self) -> list[Version]:
         """Versions recorded from a manifest alone, not checked against what is left yet."""
-        return self._versions("pin IS NULL AND complete = 0 AND origin = 'disk' ORDER BY id", ())
+        return self._versions("settled = 0 ORDER BY id", ())
 
     def ensure_manifest(self, version: Version) -> Version:
         """Cut a pinned version whose manifest was not known when it was kept."""
@@ -553,7 +555,7 @@ class HistoryStore:
         missing = self._secure(manifest.chunks, None, live, upload_blob)
         with self._write() as db:
             db.execute(
-                "UPDATE versions SET complete = ?, origin = 'disk' WHERE id = ?",
+                "UPDATE versions SET complete = ?, settled = 1 WHERE id = ?",
                 (not missing, version.id),
             )
         return not missing
@@ -737,11 +739,17 @@ class HistoryStore:
             ).fetchone()[0]
         return Usage(versions, version_bytes, trash, trash_bytes, self.stored_bytes(), int(pending))
 
-    def stored_bytes(self) -> int:
-        """What history occupies on disk: blobs, pins not compacted yet, the trash."""
+    def stored_bytes(self, *, garbage: bool = True) -> int:
+        """What history occupies on disk: blobs, pins not compacted yet, the trash
+        (``garbage=False``: without the blobs no version names any more, not collected yet)."""
+        unnamed = (
+            ""
+            if garbage
+            else " WHERE EXISTS (SELECT 1 FROM version_chunks c WHERE c.hash = blobs.hash)"
+        )
         with self._lock:
             db = self.db
-            blobs = db.execute("SELECT coalesce(sum(size), 0) FROM blobs").fetchone()[0]
+            blobs = db.execute(f"SELECT coalesce(sum(size), 0) FROM blobs{unnamed}").fetchone()[0]
             pins = db.execute(
                 "SELECT coalesce(sum(size), 0) FROM versions WHERE pin LIKE 'pins/%'"
             ).fetchone()[0]
