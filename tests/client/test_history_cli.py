@@ -4,6 +4,7 @@ console script (docs/sync-client.md, "History"; the server side: docs/history.md
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import os
@@ -14,14 +15,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from quantum_file_sync.client.exit_codes import ExitCode
 from quantum_file_sync.client.history_cli import parse_time, server_path
-from quantum_file_sync.client.remote import event_problem
+from quantum_file_sync.client.remote import Changes, RemoteClient, event_problem
 from quantum_file_sync.client.remote_view import RemoteView
+from quantum_file_sync.client.state import Cursor
+from quantum_file_sync.client.ws_client import Refused
+from quantum_file_sync.client.ws_client import _operation as ws_operation
 from quantum_file_sync.operations import ChangeEvent, Purge
 
 from tests.client.conftest import CLIENT, SyncClient, snapshot, wait_until
+from tests.client.test_client_hostile_server import meta
+from tests.client.test_client_hostile_server import operation as operation_message
 from tests.file_sync.conftest import (
     RunningQuantum,
     StartQuantum,
@@ -414,6 +423,36 @@ def test_a_purge_touches_no_path_of_the_view() -> None:
     assert view.last_seq == 6
 
 
+def test_operation_kinds_the_client_does_not_know_are_skipped_quietly() -> None:
+    """docs/history.md: clients ignore operation kinds they do not know (a newer server's)."""
+
+    created = {"Create": {"metadata": meta("a.txt", b"a")}}
+    future = operation_message(8, {"Frobnicate": {"paths": ["../x"]}})
+    assert ws_operation(future) == Refused("e1", 8, "unknown operation kind", known=False)
+    assert isinstance(
+        ws_operation(operation_message(9, {"Purge": {"paths": ["a"], "versions": 1, "trash": 0}})),
+        ChangeEvent,
+    )
+    malformed = ws_operation(operation_message(10, {"Create": {}}))
+    assert isinstance(malformed, Refused) and malformed.known
+
+    async def replay() -> Changes:
+        async def changes(request: web.Request) -> web.Response:
+            operations = [operation_message(7, created), future, operation_message(9, created)]
+            body = {"epoch": "e1", "seq": 9, "recovered": True, "operations": operations}
+            return web.json_response(body)
+
+        app = web.Application()
+        app.router.add_get("/api/changes", changes)
+        async with TestServer(app) as fake, aiohttp.ClientSession() as session:
+            remote = RemoteClient(session, str(fake.make_url("")).rstrip("/"), "c", None)
+            return await remote.changes(Cursor("e1", 6))
+
+    replayed = asyncio.run(replay())
+    assert [e.seq for e in replayed.events] == [7, 9]
+    assert replayed.ignored == [8] and replayed.refused == []
+
+
 # --- bad input and unreachable or refusing servers --------------------------------------------
 
 
@@ -446,6 +485,19 @@ def test_server_down_bad_token_and_bad_since(start_quantum: StartQuantum) -> Non
         down = cli(*args, "--server", url)
         assert down.status == ExitCode.SERVER_UNREACHABLE, down
         assert "cannot reach" in down.err and "Traceback" not in down.err
+
+
+def test_a_read_only_server_and_disabled_history_refuse(start_quantum: StartQuantum) -> None:
+    read_only = start_quantum(file_sync_config(), name="read-only")
+    restore = cli("undelete", "--since", "1d", "--server", read_only.url)
+    assert restore.status == ExitCode.REFUSED, restore
+    assert "403 forbidden" in restore.err
+    off = start_quantum(
+        file_sync_config(enable_upload=True, history={"enabled": False}), name="off"
+    )
+    disabled = cli("trash", "--server", off.url)
+    assert disabled.status == ExitCode.REFUSED, disabled
+    assert "history is disabled" in disabled.err
 
 
 def test_usage_errors(server: RunningQuantum) -> None:

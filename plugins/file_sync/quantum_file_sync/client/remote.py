@@ -122,6 +122,20 @@ class Changes:
     events: list[ChangeEvent]
     refused: list[tuple[int, str]] = field(default_factory=list)
     """``(seq, reason)`` of operations the client will not apply (unsafe paths)."""
+    ignored: list[int] = field(default_factory=list)
+    """Seqs of operations of a kind this client does not know (a newer server's): skipped."""
+
+
+KNOWN_KINDS = frozenset({"Create", "Update", "Delete", "Move", "Purge"})
+
+
+def unknown_kind(message: dict[str, Any]) -> bool:
+    """An operation of a kind this client does not know: ignored, as docs/history.md asks
+    of every client (a newer server may journal kinds that change no live file)."""
+    operation = message.get("operation")
+    if not isinstance(operation, dict) or len(operation) != 1:
+        return False  # malformed: refused as such
+    return isinstance(message.get("seq"), int) and not KNOWN_KINDS & operation.keys()
 
 
 def unsafe_reason(path: object) -> str | None:
@@ -220,6 +234,9 @@ class RemoteClient:
         )
         changes = Changes(str(body["epoch"]), int(body["seq"]), bool(body["recovered"]), [])
         for message in body["operations"]:
+            if unknown_kind(message):
+                changes.ignored.append(message["seq"])
+                continue
             try:
                 event = ChangeEvent.from_message(message)
             except (KeyError, ValueError, TypeError, AttributeError) as exc:

@@ -372,6 +372,8 @@ class _Engine:
                         self._refuse(f"operation seq {seq}: {reason}")
                     for event in changes.events:
                         await self._on_remote(event)
+                    for seq in changes.ignored:  # unknown kinds: after the events, in order
+                        self.view.skip(seq)
                 else:
                     listing = True
         started = time.monotonic()
@@ -714,7 +716,8 @@ class _Engine:
                 elif isinstance(event, Refused):
                     if event.epoch == self.view.epoch:
                         self.view.skip(event.seq)
-                    self._refuse(f"operation seq {event.seq}: {event.reason}")
+                    if event.known:
+                        self._refuse(f"operation seq {event.seq}: {event.reason}")
                 elif isinstance(event, ServerError):
                     if event.code == "resync_required":
                         self._resync.set()

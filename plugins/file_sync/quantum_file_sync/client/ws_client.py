@@ -24,7 +24,7 @@ from typing import Any, TypeAlias
 import aiohttp
 
 from quantum_file_sync.client.exit_codes import AuthFailed
-from quantum_file_sync.client.remote import event_problem
+from quantum_file_sync.client.remote import event_problem, unknown_kind
 from quantum_file_sync.client.state import Cursor
 from quantum_file_sync.client.urls import ws_url
 from quantum_file_sync.operations import ChangeEvent
@@ -62,6 +62,8 @@ class Refused:
     epoch: str
     seq: int
     reason: str
+    known: bool = True
+    """False: an operation kind this client does not know, skipped without a warning."""
 
 
 WsEvent: TypeAlias = Connected | ChangeEvent | Disconnected | ServerError | Refused
@@ -211,10 +213,12 @@ class WsClient:
 
 
 def _operation(data: dict[str, Any]) -> ChangeEvent | Refused | ServerError:
+    seq, epoch = data.get("seq"), data.get("epoch")
+    if unknown_kind(data) and isinstance(seq, int) and isinstance(epoch, str):
+        return Refused(epoch, seq, "unknown operation kind", known=False)
     try:
         event = ChangeEvent.from_message(data)
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        seq, epoch = data.get("seq"), data.get("epoch")
         if isinstance(seq, int) and isinstance(epoch, str):
             return Refused(epoch, seq, f"malformed operation: {exc!r}")
         return ServerError("invalid_message", f"malformed FileOperation: {exc!r}")
