@@ -291,6 +291,20 @@ def test_undelete_by_path_brings_back_the_newest_deletion(server: RunningQuantum
     assert trash_items(server) == []
 
 
+def test_undelete_by_path_finds_an_item_behind_a_page_of_newer_ones_below_it(
+    server: RunningQuantum,
+) -> None:
+    put(server, "dir/old.txt", "deleted with its directory")
+    delete(server, "dir")
+    for n in range(105):  # newer trash items below "dir": more than one page
+        put(server, f"dir/f{n:03d}.txt", f"{n}")
+        delete(server, f"dir/f{n:03d}.txt")
+    result = cli("undelete", "dir", "--server", server.url, "--json")
+    assert [r["path"] for r in result.json()["restored"]] == ["dir"]
+    assert read(server, "dir/old.txt") == b"deleted with its directory"
+    assert len(trash_items(server)) == 105
+
+
 MASS_DELETE_FILES = int(os.environ.get("QUANTUM_MASS_DELETE_FILES", "3000"))
 """Files of the mass-delete test: 4/5 in 10 directories removed whole, 1/5 loose in one that
 stays. 3,000 keep it at about 25-40 s on an idle 2-CPU machine; set 10000 for the full case

@@ -268,9 +268,13 @@ class HistoryRemote(RemoteClient):
 
 
 async def _pages(
-    fetch: Callable[[int, str | None], Coroutine[Any, Any, Json]], key: str, limit: int | None
+    fetch: Callable[[int, str | None], Coroutine[Any, Any, Json]],
+    key: str,
+    limit: int | None,
+    until: Callable[[Json], bool] | None = None,
 ) -> tuple[Json, list[Json]]:
-    """Follow ``next`` until the end or ``limit`` items; the first page and every item."""
+    """Follow ``next`` until the end, ``limit`` items or a page with an item ``until`` holds
+    for; the first page and every item."""
     first: Json | None = None
     items: list[Json] = []
     cursor: str | None = None
@@ -283,7 +287,7 @@ async def _pages(
             raise TypeError(f"{key!r} is not a list")
         items += found
         cursor = page.get("next")
-        if not cursor or not found:
+        if not cursor or not found or (until is not None and any(map(until, found))):
             break
         cursor = str(cursor)
     assert first is not None
@@ -465,7 +469,10 @@ async def _newest_trash_item(remote: HistoryRemote, path: str) -> int:
     directory holds ``path``, say so: a trash item is restored whole."""
     for candidate in [path, *_ancestors(path)]:
         _, items = await _pages(
-            functools.partial(remote.trash_page, {"prefix": candidate}), "items", None
+            functools.partial(remote.trash_page, {"prefix": candidate}),
+            "items",
+            None,
+            until=functools.partial(_is_at, candidate),
         )
         for item in items:  # newest first
             if item.get("path") != candidate:
@@ -479,6 +486,10 @@ async def _newest_trash_item(remote: HistoryRemote, path: str) -> int:
                     f"{item['id']}): undelete {candidate}",
                 )
     raise ClientExit(ExitCode.NOT_FOUND, f"{path} is not in the trash")
+
+
+def _is_at(path: str, item: Json) -> bool:
+    return item.get("path") == path
 
 
 def _ancestors(path: str) -> list[str]:
