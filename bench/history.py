@@ -15,9 +15,10 @@ Three ``quantum`` file_sync servers, one after the other, each on its own folder
   copies next to the live file (11 GiB).
 - ``restore_1gib_s``: ``POST /api/restore`` of the oldest version (the file as it was before
   the ten edits) until A's local copy has that hash; split into the server's reply and A's
-  download after it, with the chunks and bytes the server sent (``/metrics``
-  ``quantum_file_chunks_downloaded_total`` / ``quantum_file_bytes_downloaded_total``) and A's
-  own ``downloaded`` log line. Baselines in the same run: restoring without history — a plain
+  download after it (A's manifest request, its chunk requests, and A building its new copy:
+  from the server's access log and A's log), with the chunks and bytes the server sent
+  (``/metrics`` ``quantum_file_chunks_downloaded_total`` /
+  ``quantum_file_bytes_downloaded_total``) and A's own ``downloaded`` log line. Baselines in the same run: restoring without history — a plain
   ``curl -T`` of a (fresh, random) 1 GiB file until A has it (``whole_put_download_1gib_s``) —
   and ``rsync -a`` of the old version onto an rsync daemon holding the edited one
   (``rsync_restore_1gib_s``).
@@ -52,6 +53,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +198,46 @@ def downloaded_line(log: Path, rel: str) -> dict[str, Any] | None:
     return found
 
 
+def requests_after(log: Path, since: float) -> list[dict[str, Any]]:
+    """The server's access-log records (JSON lines) of requests that ended after ``since``
+    (Unix time), each with ``ended`` (Unix time)."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") != "request":
+            continue
+        record["ended"] = unix_time(record["timestamp"])
+        if record["ended"] >= since:
+            found.append(record)
+    return found
+
+
+def unix_time(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def restore_profile(server_log: Path, client_log: Path, since: float) -> dict[str, float]:
+    """Where the restore's time went after the server's reply: A's manifest request, its chunk
+    requests (durations on the server), and A building its new copy (from the last chunk
+    answer until A logged the download)."""
+    requests = requests_after(server_log, since)
+    manifest = [r for r in requests if r["method"] == "GET" and r["path"] == f"/api/files/{BIG}"]
+    chunks = [r for r in requests if r["path"] == "/api/chunks/get"]
+    line = downloaded_line(client_log, BIG)
+    profile: dict[str, float] = {}
+    if manifest:
+        profile["restore_client_manifest_get_s"] = manifest[0]["duration"]
+    if chunks:
+        profile["restore_client_chunks_get_s"] = sum(r["duration"] for r in chunks)
+        if line is not None:
+            ended = max(r["ended"] for r in chunks)
+            profile["restore_client_rebuild_s"] = unix_time(line["timestamp"]) - ended
+    return profile
+
+
 def edits_and_restore(size: int, base: Path, results: dict[str, Any]) -> None:
     root, folder = base / "server", base / "a"
     work = base / "server-work"
@@ -252,6 +294,7 @@ def edits_and_restore(size: int, base: Path, results: dict[str, Any]) -> None:
             api(server, "POST", "/api/restore", {"path": BIG, "version": oldest["id"]})
             replied.append(time.perf_counter())
 
+        wall_start = time.time()
         start = time.perf_counter()
         thread = threading.Thread(target=restore)
         thread.start()
@@ -271,6 +314,8 @@ def edits_and_restore(size: int, base: Path, results: dict[str, Any]) -> None:
         results["restore_client_chunks_fetched"] = line.get("chunks_fetched", 0)
         results["restore_client_mib_fetched"] = line.get("chunk_bytes_fetched", 0) / MiB
         results["restore_client_chunks_reused"] = line.get("chunks_reused", 0)
+        time.sleep(0.2)  # the access log is written every 50 ms
+        results.update(restore_profile(work / "quantum.log", log, wall_start))
         assert sha256_of(root / BIG) == hashes[0]
 
         # Without history: the old copy uploaded whole, and every client downloads it whole.
