@@ -18,10 +18,10 @@ Three ``quantum`` file_sync servers, one after the other, each on its own folder
   download after it (A's manifest request, its chunk requests, and A building its new copy:
   from the server's access log and A's log), with the chunks and bytes the server sent
   (``/metrics`` ``quantum_file_chunks_downloaded_total`` /
-  ``quantum_file_bytes_downloaded_total``) and A's own ``downloaded`` log line. Baselines in the same run: restoring without history — a plain
-  ``curl -T`` of a (fresh, random) 1 GiB file until A has it (``whole_put_download_1gib_s``) —
-  and ``rsync -a`` of the old version onto an rsync daemon holding the edited one
-  (``rsync_restore_1gib_s``).
+  ``quantum_file_bytes_downloaded_total``) and A's own ``downloaded`` log line. Baselines in
+  the same run: restoring without history — a plain ``curl -T`` of a (fresh, random) 1 GiB
+  file until A has it (``whole_put_download_1gib_s``) — and ``rsync -a`` of the old version
+  onto an rsync daemon holding the edited one (``rsync_restore_1gib_s``).
 - ``list_1000_versions_p95_ms``: a small file PUT 1,001 times (1,000 versions); then, 50
   times, all 1,000 versions listed page by page (``limit=100``, following ``next``, one
   keep-alive connection): p95 of the whole listing and of one page.
