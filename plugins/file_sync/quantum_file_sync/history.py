@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,24 +125,37 @@ class History:
                 self._idle.set()
 
     async def compact_pending(self) -> None:
-        # Every pending pin's manifest first: a chunk an older version shares with a newer
-        # one still pinned is then found there, and is not copied while that one waits.
+        # Every pending pin's manifest is known before any is compacted, so a chunk an older
+        # version shares with a newer pin is found there. A version replaced while this pass
+        # runs may have been pinned before its manifest was known: start again (a few times,
+        # then go on: copying such a chunk is only a waste of space, never a loss).
+        for attempt in range(4):
+            pending = await self._pending_with_manifests()
+            seen = {version.id for version in pending}
+            for version in pending:
+                await self.chunks.manifest(version.path)  # its successor, where its chunks are
+                newer = await asyncio.to_thread(self.store.pending)
+                if attempt < 3 and any(other.id not in seen for other in newer):
+                    break
+                await asyncio.to_thread(
+                    self.store.compact, version, self.chunks.live_holding, self.chunks.blob_path
+                )
+            else:
+                break
+        for version in await asyncio.to_thread(self.store.unsettled):
+            await self.chunks.manifest(version.path)
+            await asyncio.to_thread(
+                self.store.settle, version, self.chunks.live_holding, self.chunks.blob_path
+            )
+
+    async def _pending_with_manifests(self) -> list[Version]:
         pending: list[Version] = []
         for version in await asyncio.to_thread(self.store.pending):
             try:
                 pending.append(await asyncio.to_thread(self.store.ensure_manifest, version))
             except FileNotFoundError:
                 continue  # restored or purged meanwhile
-        for version in pending:
-            await self.chunks.manifest(version.path)  # its successor, so its chunks are found
-            await asyncio.to_thread(
-                self.store.compact, version, self.chunks.live_holding, self.chunks.blob_path
-            )
-        for version in await asyncio.to_thread(self.store.unsettled):
-            await self.chunks.manifest(version.path)
-            await asyncio.to_thread(
-                self.store.settle, version, self.chunks.live_holding, self.chunks.blob_path
-            )
+        return pending
 
     # -- changes the watcher saw (their old content is gone already) --------------------------
 
@@ -213,8 +227,12 @@ class History:
                 try:
                     await self._restore_file(version, target, source_client)
                 except errors.ApiError as error:
-                    code = "exists" if error.code == "precondition_failed" else error.code
-                    conflicts.append(Conflict(item.id, target, code, error.message))
+                    code, message = error.code, error.message
+                    if code == "precondition_failed" and await self._is_directory(target):
+                        code, message = "is_directory", f"{target!r} is a directory"
+                    elif code == "precondition_failed":
+                        code, message = "exists", f"{target!r} already exists"
+                    conflicts.append(Conflict(item.id, target, code, message))
                     continue
                 done.append(version.id)
             if item.is_dir:
@@ -222,6 +240,15 @@ class History:
             if await asyncio.to_thread(self.store.forget_restored, item.id, done):
                 restored.append((item.id, destination))
         return TrashRestore(restored, conflicts)
+
+    async def _is_directory(self, rel: str) -> bool:
+        def check() -> bool:
+            try:
+                return stat.S_ISDIR(os.stat(self.root.join(rel), follow_symlinks=False).st_mode)
+            except OSError:
+                return False
+
+        return await asyncio.to_thread(check)
 
     async def _restore_file(self, version: Version, target: str, source_client: str | None) -> None:
         pin = None if version.pin is None else self.store.base / version.pin
