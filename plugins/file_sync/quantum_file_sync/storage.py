@@ -390,6 +390,10 @@ class Storage:
             await asyncio.to_thread(os.fsync, fd)
             complete = True
             return Upload(temp, digest.hexdigest(), size)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _storage_error(error) from error  # 507, not a 500
+            raise
         finally:
             os.close(fd)
             if not complete:
