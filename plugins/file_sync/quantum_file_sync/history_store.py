@@ -241,6 +241,7 @@ class HistoryStore:
                 "SELECT id, path, pin, pin_ino, trash FROM versions WHERE pin IS NOT NULL"
             ).fetchall()
         known_pins: set[str] = set()
+        put_back: dict[int, list[int]] = {}
         for version_id, path, pin, pin_ino, trash in pinned:
             known_pins.add(pin)
             try:
@@ -248,6 +249,10 @@ class HistoryStore:
             except FileNotFoundError:
                 if trash is None:  # crashed before the link: the file was never replaced
                     self._forget_versions([version_id])
+                elif pin.startswith(f"trash/{trash}/"):
+                    # A file of a trashed tree renamed back by a restore the crash interrupted
+                    # before it was forgotten: it is live again, not in the trash.
+                    put_back.setdefault(trash, []).append(version_id)
                 continue
             if trash is None and pin_st.st_ino == pin_ino and self._live_ino(path) == pin_ino:
                 self._forget_versions([version_id])  # crashed before the rename
@@ -256,6 +261,9 @@ class HistoryStore:
         for leftover in self.pins.iterdir():
             if f"pins/{leftover.name}" not in known_pins:
                 leftover.unlink(missing_ok=True)
+        for trash_id, restored in put_back.items():
+            if os.path.isdir(self.trash_dir / str(trash_id)):
+                self.forget_restored(trash_id, restored)
         with self._lock:
             items = self.db.execute("SELECT id, pinned, catalogued FROM trash").fetchall()
         for trash_id, pinned_item, catalogued in items:
@@ -620,12 +628,16 @@ class HistoryStore:
     def _write_blob(self, digest: str, data: bytes) -> None:
         final = self.blob_path(digest)
         temp = self._temp / f"{uuid.uuid4().hex}.part"
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())  # unlike an upload's, history's copy is the only one
-        final.parent.mkdir(exist_ok=True)
-        os.replace(temp, final)
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())  # unlike an upload's, history's copy is the only one
+            final.parent.mkdir(exist_ok=True)
+            os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)  # a full disk: no half-written blob left taking space
+            raise
         self._record_blob(digest, len(data))
 
     def _record_blob(self, digest: str, size: int) -> None:
