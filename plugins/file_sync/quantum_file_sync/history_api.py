@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from quantum_file_sync import errors, paths
-from quantum_file_sync.chunkstore import read_source
+from quantum_file_sync.chunkstore import Source, read_source
 from quantum_file_sync.download import etag_of
 from quantum_file_sync.errors import ApiError
 from quantum_file_sync.history import History, incomplete_version
@@ -125,7 +125,7 @@ class HistoryApi:
                 return response
             # Read a few chunks ahead on threads; each is checked against its hash, so a
             # source changed or purged meanwhile ends the response short instead of lying.
-            reads = [asyncio.to_thread(read_source, sources[c.hash]) for c in manifest.chunks]
+            reads = [_fetch(history, sources, c.hash) for c in manifest.chunks]
             pending = [asyncio.ensure_future(r) for r in reads[:_SEND_AHEAD]]
             queued = _SEND_AHEAD
             try:
@@ -259,6 +259,17 @@ class HistoryApi:
                 "pending": usage.pending,
             }
         )
+
+
+async def _fetch(history: History, sources: Mapping[str, Source], digest: str) -> bytes | None:
+    """A chunk of a version being sent; where it was read from may have moved meanwhile (the
+    compactor made a pinned version's chunks blobs and dropped the pin): look once more."""
+    data = await asyncio.to_thread(read_source, sources[digest])
+    if data is None:
+        fresh = await history.chunks.sources([digest])
+        if digest in fresh:
+            data = await asyncio.to_thread(read_source, fresh[digest])
+    return data
 
 
 def version_json(version: Version) -> dict[str, Any]:
