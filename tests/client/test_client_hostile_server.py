@@ -182,16 +182,36 @@ def escaped(tmp_path: Path) -> list[Path]:
     return [p for p in candidates if p.exists()]
 
 
-async def run_client(*args: str, stop_after: float | None = None) -> tuple[int, str]:
+async def run_client(
+    *args: str, stop_when: tuple[str, ...] = (), and_exists: Path | None = None
+) -> tuple[int, str]:
+    """Run the client to its end; with ``stop_when``, stop it (SIGTERM) once its log has
+    mentioned every one of those strings and ``and_exists`` exists (a realtime client runs
+    until told to stop)."""
     proc = await asyncio.create_subprocess_exec(
         CLIENT, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    if stop_after is not None:
-        await asyncio.sleep(stop_after)
+    assert proc.stderr is not None
+    lines: list[bytes] = []
+    if stop_when:
+
+        async def read_until_seen() -> None:
+            assert proc.stderr is not None
+            while not all(word.encode() in b"".join(lines) for word in stop_when):
+                line = await proc.stderr.readline()
+                if not line:
+                    return
+                lines.append(line)
+
+        await asyncio.wait_for(read_until_seen(), 30)
+        for _ in range(300):
+            if and_exists is None or and_exists.exists():
+                break
+            await asyncio.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    _, rest = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
-    return proc.returncode, stderr.decode()
+    return proc.returncode, (b"".join(lines) + rest).decode()
 
 
 async def test_one_pass_refuses_hostile_paths_and_lying_content(
@@ -226,7 +246,13 @@ async def test_bundles_deliver_only_what_was_asked_for_and_verified(
 async def test_realtime_refuses_hostile_operations(hostile_server: str, tmp_path: Path) -> None:
     folder = tmp_path / "folder"
     code, stderr = await run_client(
-        "--server", hostile_server, "--local-path", str(folder), "--realtime", stop_after=2.5
+        "--server",
+        hostile_server,
+        "--local-path",
+        str(folder),
+        "--realtime",
+        stop_when=("ws-escape.txt", "moved-out.txt"),
+        and_exists=folder / "ok.txt",
     )
     assert escaped(tmp_path) == []
     assert (folder / "ok.txt").read_bytes() == GOOD  # a move out of the folder is not obeyed
