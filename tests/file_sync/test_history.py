@@ -197,7 +197,8 @@ def test_purge_is_journaled_and_purged_versions_are_gone(server: RunningQuantum)
     ):
         gone = http(method, server.url + url, json_body=body)
         assert gone.status == 404 and gone.json()["code"] == "version_not_found"
-    assert settled(server)["stored_bytes"] == 0
+    # What is left is the copy of the live file (b"2": files up to copies_below are copied).
+    wait_until(lambda: settled(server)["stored_bytes"] == 1, what="the purged version's blobs gone")
 
 
 def test_bad_input(server: RunningQuantum) -> None:
@@ -301,3 +302,58 @@ def test_usage_shape(server: RunningQuantum) -> None:
     assert set(state) == {"versions", "trash", "stored_bytes", "cap_bytes", "pending"}
     assert state["cap_bytes"] > 0
     json.dumps(state)
+
+
+def test_small_files_edited_or_deleted_on_disk_can_be_restored(server: RunningQuantum) -> None:
+    """Files up to ``copies_below`` (1 MiB) are copied into history once cut, so even an edit
+    in place or an ``rm`` behind Quantum's back leaves a complete version."""
+    put(server, "notes.txt", b"the original notes")
+    put(server, "gone.txt", b"deleted on disk")
+    # Both copied: their chunks are blobs now (shown in stored_bytes).
+    wait_until(
+        lambda: usage(server)["stored_bytes"] >= len(b"the original notes" + b"deleted on disk"),
+        what="the copies",
+    )
+    with open(server.root / "notes.txt", "r+b") as handle:  # in place: the old bytes are gone
+        handle.write(b"THE")
+    (server.root / "gone.txt").unlink()
+    watcher_caught_up(server)
+    version = versions(server, "notes.txt")["versions"][0]
+    assert version["origin"] == "disk" and version["hash"] == sha(b"the original notes")
+    wait_until(lambda: versions(server, "notes.txt")["versions"][0]["complete"], what="settled")
+    reply = http(
+        "POST",
+        f"{server.url}/api/restore",
+        json_body={"path": "notes.txt", "version": version["id"]},
+    )
+    assert reply.status == 200, reply.body
+    assert (server.root / "notes.txt").read_bytes() == b"the original notes"
+    item = next(
+        i for i in http("GET", f"{server.url}/api/trash").json()["items"] if i["path"] == "gone.txt"
+    )
+    assert item["origin"] == "disk" and item["complete"]
+    restored = http("POST", f"{server.url}/api/trash/restore", json_body={"ids": [item["id"]]})
+    assert restored.json()["restored"] == [{"id": item["id"], "path": "gone.txt"}]
+    assert (server.root / "gone.txt").read_bytes() == b"deleted on disk"
+
+
+def test_copies_below_zero_turns_copies_off(start_quantum: StartQuantum) -> None:
+    server = start_quantum(file_sync_config(enable_upload=True, history={"copies_below": 0}))
+    put(server, "notes.txt", b"the original notes")
+    wait_until(
+        lambda: http("GET", f"{server.url}/api/files/notes.txt?manifest=true").status == 200,
+        what="the manifest",
+    )
+    with open(server.root / "notes.txt", "r+b") as handle:
+        handle.write(b"THE")
+    watcher_caught_up(server)
+    version = versions(server, "notes.txt")["versions"][0]
+    wait_until(lambda: usage(server)["pending"] == 0, what="settled")
+    assert not versions(server, "notes.txt")["versions"][0]["complete"]
+    reply = http(
+        "POST",
+        f"{server.url}/api/restore",
+        json_body={"path": "notes.txt", "version": version["id"]},
+    )
+    assert reply.status == 409 and reply.json()["code"] == "version_incomplete"
+    assert (server.root / "notes.txt").read_bytes() == b"THE original notes"

@@ -244,6 +244,8 @@ class SyncEngine:
         )
 
     def _learn_hash(self, rel: str, st: os.stat_result, manifest: Manifest) -> None:
+        if self.history is not None:
+            self.history.saw_live(rel, manifest)
         key = StatKey.of(st)
         self.hashes.put(key, manifest.hash)
         entry = self.index.get(rel)

@@ -21,13 +21,14 @@ from typing import Any
 import structlog
 
 from quantum_file_sync import errors
+from quantum_file_sync.chunks import Manifest
 from quantum_file_sync.chunkstore import ChunkStore
 from quantum_file_sync.history_store import HistoryStore, Purged, TrashItem, Version
 from quantum_file_sync.index import Index
 from quantum_file_sync.metadata import HashCache
 from quantum_file_sync.operations import Delete, Operation, Purge, Update
 from quantum_file_sync.options import HistorySettings
-from quantum_file_sync.paths import SafeRoot
+from quantum_file_sync.paths import SafeRoot, is_within
 from quantum_file_sync.recorder import Recorder
 from quantum_file_sync.retention import RetentionPolicy
 from quantum_file_sync.storage import Preconditions, Result, Storage
@@ -80,6 +81,8 @@ class History:
         self._idle = asyncio.Event()
         self._reading = 0
         """Version downloads streaming now: blobs are not collected under them."""
+        self._copies: dict[str, Manifest] = {}
+        """Small live files to keep a copy of (their newest known version)."""
 
     async def start(self, storage: Storage) -> None:
         self.storage = storage
@@ -113,6 +116,7 @@ class History:
             self._wake.clear()
             try:
                 await self.compact_pending()
+                await self.copy_pending()
                 if self._reading == 0:
                     await asyncio.to_thread(self.store.collect_garbage)
                 await self.enforce_cap()
@@ -157,6 +161,19 @@ class History:
                 continue  # restored or purged meanwhile
         return pending
 
+    async def copy_pending(self) -> None:
+        while self._copies:
+            rel = next(iter(self._copies))
+            manifest = self._copies.pop(rel)
+            await asyncio.to_thread(self.store.keep_copy, rel, self.root.join(rel), manifest)
+
+    def saw_live(self, rel: str, manifest: Manifest) -> None:
+        """The chunk store knows the live file ``rel`` is ``manifest`` now: keep a copy of it
+        when it is small enough (``copies_below``)."""
+        if 0 < manifest.size <= self.settings.copies_below:
+            self._copies[rel] = manifest
+            self.wake()
+
     # -- changes the watcher saw (their old content is gone already) --------------------------
 
     async def before_disk_change(self, operation: Operation) -> None:
@@ -179,6 +196,10 @@ class History:
 
     async def follow_move(self, source: str, target: str) -> None:
         await asyncio.to_thread(self.store.follow_move, source, target)
+
+    async def follow_delete(self, rel: str) -> None:
+        self._copies = {path: m for path, m in self._copies.items() if not is_within(path, rel)}
+        await asyncio.to_thread(self.store.drop_copies, rel)
 
     # -- restoring -----------------------------------------------------------------------------
 

@@ -73,6 +73,10 @@ CREATE TABLE IF NOT EXISTS version_chunks (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS version_chunks_by_version ON version_chunks (version);
 CREATE TABLE IF NOT EXISTS blobs (hash BLOB PRIMARY KEY, size INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS copies (
+    path TEXT NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (path, hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS copies_by_hash ON copies (hash);
 CREATE TABLE IF NOT EXISTS trash (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     path TEXT NOT NULL,
@@ -507,12 +511,54 @@ class HistoryStore:
         )
 
     def follow_move(self, source: str, target: str) -> None:
-        """Versions (and trash items) follow their file to its new path."""
+        """Versions (and copies of live files) follow their file to its new path."""
         with self._write() as db:
-            db.execute(
-                f"UPDATE versions SET path = ? || substr(path, ?) WHERE {_SUBTREE}",
-                (target, len(source) + 1, *_subtree(source)),
-            )
+            for table in ("versions", "copies"):
+                db.execute(
+                    f"UPDATE OR REPLACE {table} SET path = ? || substr(path, ?) WHERE {_SUBTREE}",
+                    (target, len(source) + 1, *_subtree(source)),
+                )
+
+    # -- copies of small live files ------------------------------------------------------------
+
+    def keep_copy(self, rel: str, live: Path, manifest: Manifest) -> bool:
+        """Hold the chunks of the small live file ``rel`` (version ``manifest``) as blobs, so
+        an edit or delete made on disk behind Quantum's back leaves a complete version.
+        ``False`` when the file no longer has those bytes (its next cut brings a new copy)."""
+        wanted = {bytes.fromhex(c.hash) for c in manifest.chunks}
+        with self._lock:
+            held = {
+                row[0] for row in self.db.execute("SELECT hash FROM copies WHERE path = ?", (rel,))
+            }
+        if held == wanted and all(self.blob_path(c.hash).exists() for c in manifest.chunks):
+            return True
+        fd = None
+        try:
+            for ref in manifest.chunks:
+                if self.blob_path(ref.hash).exists():
+                    continue
+                if fd is None:
+                    fd = open_for_reading(live, flags=os.O_RDONLY | os.O_NOFOLLOW)
+                data = read_chunk(fd, ref)
+                if data is None:
+                    return False
+                # Not fsync'd: the live file holds these bytes until an edit on disk, which comes
+                # long after the kernel wrote this back; a torn blob fails its hash check.
+                self._write_blob(ref.hash, data, durable=False)
+        except OSError:
+            return False
+        finally:
+            if fd is not None:
+                os.close(fd)
+        with self._write() as db:
+            db.execute("DELETE FROM copies WHERE path = ?", (rel,))
+            db.executemany("INSERT OR IGNORE INTO copies VALUES (?, ?)", ((rel, h) for h in wanted))
+        return True
+
+    def drop_copies(self, rel: str) -> None:
+        """``rel`` and what was below it are no longer live files."""
+        with self._write() as db:
+            db.execute(f"DELETE FROM copies WHERE {_SUBTREE}", _subtree(rel))
 
     # -- compaction ----------------------------------------------------------------------------
 
@@ -625,14 +671,15 @@ class HistoryStore:
             os.link(source, final)
         self._record_blob(digest, size)
 
-    def _write_blob(self, digest: str, data: bytes) -> None:
+    def _write_blob(self, digest: str, data: bytes, *, durable: bool = True) -> None:
         final = self.blob_path(digest)
         temp = self._temp / f"{uuid.uuid4().hex}.part"
         try:
             with open(temp, "wb") as handle:
                 handle.write(data)
                 handle.flush()
-                os.fsync(handle.fileno())  # unlike an upload's, history's copy is the only one
+                if durable:  # unlike an upload's, a version's blob is its only copy
+                    os.fsync(handle.fileno())
             final.parent.mkdir(exist_ok=True)
             os.replace(temp, final)
         except BaseException:
@@ -898,11 +945,12 @@ class HistoryStore:
         db.execute(f"DELETE FROM versions WHERE {where}", args)
 
     def collect_garbage(self) -> int:
-        """Remove the blobs no version names any more."""
+        """Remove the blobs no version names any more (nor a copy of a live file)."""
         with self._write() as db:
             rows = db.execute(
                 "SELECT hash FROM blobs WHERE NOT EXISTS "
-                "(SELECT 1 FROM version_chunks WHERE version_chunks.hash = blobs.hash)"
+                "(SELECT 1 FROM version_chunks WHERE version_chunks.hash = blobs.hash) "
+                "AND NOT EXISTS (SELECT 1 FROM copies WHERE copies.hash = blobs.hash)"
             ).fetchall()
             db.executemany("DELETE FROM blobs WHERE hash = ?", rows)
         for (raw,) in rows:

@@ -169,6 +169,11 @@ SCHEMA: dict[str, Any] = {
                     'history) or a size such as "20GiB"',
                 },
                 "interval": _duration("1m", "how often retention runs"),
+                "copies_below": _size(
+                    "1MiB",
+                    "live files up to this size are also copied into history, so an edit or "
+                    "delete made on disk behind Quantum's back can be undone (0: none)",
+                ),
             },
             description="file history: versions and trash",
         ),
@@ -227,6 +232,7 @@ class HistorySettings:
     """Of (free space + history's size); ``None`` when ``cap_bytes`` is set instead."""
     cap_bytes: int | None = None
     interval: float = 60.0
+    copies_below: int = 1024 * 1024
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> HistorySettings:
@@ -244,6 +250,7 @@ class HistorySettings:
             cap_fraction=fraction,
             cap_bytes=limit,
             interval=parse_duration(options.get("interval", "1m")),
+            copies_below=parse_size(options.get("copies_below", "1MiB")),
         )
 
 

@@ -146,6 +146,8 @@ class Recorder:
         self._remember_own(event.op_id)
         if self.history is not None and isinstance(operation, Move):
             await self.history.follow_move(operation.from_path, operation.metadata.path)
+        elif self.history is not None and isinstance(operation, Delete):
+            await self.history.follow_delete(operation.path)
         self.metrics.operations.labels(op=operation.kind.lower(), origin=origin).inc()
         self.metrics.journal_seq.set(event.seq)
         return event
