@@ -34,6 +34,8 @@ from quantum_file_sync.retention import RetentionPolicy
 from quantum_file_sync.storage import Preconditions, Result, Storage
 
 MAX_PURGE_PATHS = 1000
+RESTORE_CONCURRENCY = 8
+"""Trash items restored at once (each is a few small disk and journal writes)."""
 _ANYTHING = Preconditions(if_none_match=frozenset({"*"}))
 """Restores into the trash item's place never overwrite."""
 
@@ -238,29 +240,51 @@ class History:
     async def restore_trash(
         self, items: Sequence[TrashItem], to: str | None, source_client: str | None
     ) -> TrashRestore:
+        """Restore trash items, several at once (a mass-delete undo is thousands of them).
+        Items of one path go one after the other, newest first: the last deletion wins, the
+        older ones find the path taken."""
         restored: list[tuple[int, str]] = []
         conflicts: list[Conflict] = []
-        for item in sorted(items, key=lambda item: item.id):  # in the order they were deleted
-            destination = to or item.path
-            done: list[int] = []
-            for version in await asyncio.to_thread(self.store.trash_versions, item.id):
-                target = destination + version.recorded_path[len(item.path) :]
-                try:
-                    await self._restore_file(version, target, source_client)
-                except errors.ApiError as error:
-                    code, message = error.code, error.message
-                    if code == "precondition_failed" and await self._is_directory(target):
-                        code, message = "is_directory", f"{target!r} is a directory"
-                    elif code == "precondition_failed":
-                        code, message = "exists", f"{target!r} already exists"
-                    conflicts.append(Conflict(item.id, target, code, message))
-                    continue
-                done.append(version.id)
-            if item.is_dir:
-                await self._restore_directories(item, destination, source_client)
-            if await asyncio.to_thread(self.store.forget_restored, item.id, done):
-                restored.append((item.id, destination))
+        by_path: dict[str, list[TrashItem]] = {}
+        for item in sorted(items, key=lambda item: -item.id):
+            by_path.setdefault(to or item.path, []).append(item)
+        queue = list(by_path.values())
+
+        async def work() -> None:
+            while queue:
+                for item in queue.pop():
+                    outcome = await self._restore_item(item, to, source_client)
+                    conflicts.extend(outcome.conflicts)
+                    restored.extend(outcome.restored)
+
+        await asyncio.gather(*(work() for _ in range(RESTORE_CONCURRENCY)))
+        restored.sort()
+        conflicts.sort(key=lambda conflict: (conflict.id, conflict.path))
         return TrashRestore(restored, conflicts)
+
+    async def _restore_item(
+        self, item: TrashItem, to: str | None, source_client: str | None
+    ) -> TrashRestore:
+        conflicts: list[Conflict] = []
+        destination = to or item.path
+        done: list[int] = []
+        for version in await asyncio.to_thread(self.store.trash_versions, item.id):
+            target = destination + version.recorded_path[len(item.path) :]
+            try:
+                await self._restore_file(version, target, source_client)
+            except errors.ApiError as error:
+                code, message = error.code, error.message
+                if code == "precondition_failed" and await self._is_directory(target):
+                    code, message = "is_directory", f"{target!r} is a directory"
+                elif code == "precondition_failed":
+                    code, message = "exists", f"{target!r} already exists"
+                conflicts.append(Conflict(item.id, target, code, message))
+                continue
+            done.append(version.id)
+        if item.is_dir:
+            await self._restore_directories(item, destination, source_client)
+        gone = await asyncio.to_thread(self.store.forget_restored, item.id, done)
+        return TrashRestore([(item.id, destination)] if gone else [], conflicts)
 
     async def _is_directory(self, rel: str) -> bool:
         def check() -> bool:

@@ -754,8 +754,9 @@ class HistoryStore:
             where.append(_SUBTREE)
             args.extend(_subtree(prefix))
         if since is not None:
+            # Times are shown to the microsecond: a time read off an item selects that item.
             where.append("deleted >= ?")
-            args.append(since)
+            args.append(since - 0.000001)
         if source_client is not None:
             where.append("source_client = ?")
             args.append(source_client)
