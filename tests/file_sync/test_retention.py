@@ -232,7 +232,9 @@ async def test_max_age_purges_old_versions_and_trash_and_says_so_over_ws(
 def test_cap_purges_oldest_first_but_never_the_newest_version_of_a_live_file(
     start_quantum: StartQuantum,
 ) -> None:
-    history = {"cap": "4MiB", "interval": "1s"}
+    # No copies of the live files (copies_below): each version then holds exactly the 1 MiB
+    # nothing else holds, and the cap is only about versions.
+    history = {"cap": "4MiB", "interval": "1s", "copies_below": 0}
     server = start_quantum(file_sync_config(enable_upload=True, history=history))
     made: list[tuple[int, str]] = []  # (version id, path) in the order they were made
     rng = random.Random(7)
