@@ -478,12 +478,22 @@ def cap(base: Path, results: dict[str, Any]) -> None:
     )
 
 
+def load() -> dict[str, float]:
+    """The 1-minute load average, and the share of the last minute some task waited for a
+    core (``/proc/pressure/cpu``): other work on the machine."""
+    found = {"load_1m": os.getloadavg()[0]}
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        some = Path("/proc/pressure/cpu").read_text().split()
+        found["cpu_pressure_60s_pct"] = float(some[2].partition("=")[2])
+    return found
+
+
 def measure(size: int, base: Path) -> dict[str, Any]:
-    results: dict[str, Any] = {"file_mib": size // MiB, "load_before": os.getloadavg()[0]}
+    results: dict[str, Any] = {"file_mib": size // MiB, "load_before": load()}
     edits_and_restore(size, base, results)
     long_listing(base, results)
     cap(base, results)
-    results["load_after"] = os.getloadavg()[0]
+    results["load_after"] = load()
     return results
 
 
