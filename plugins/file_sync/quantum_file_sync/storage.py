@@ -272,18 +272,28 @@ class Storage:
         with the same preconditions, atomicity and journaling as :meth:`put`."""
         await self._check_target(rel, preconditions)  # before any work; again under the lock
         try:
-            upload, key = await self._assemble(rel, manifest)
+            upload = await self._assemble(rel, manifest)
         except errors.ApiError as error:
             if error.code == "missing_chunks":  # a commit meanwhile may have replaced the file
                 await self._check_target(rel, preconditions)
             raise
+        recorded = False
+
+        async def record(installed: StatKey) -> None:
+            # Before the change is journaled: whoever hears of it (the background cutter, the
+            # history compactor, a client asking for the manifest) finds it known and does not
+            # cut the new file again. Recorded under the identity of the file built here (a
+            # rename keeps it), and only while that file is still at rel.
+            nonlocal recorded
+            recorded = await self.chunks.record_live(rel, installed, manifest)
+
         try:
-            result = await _shielded(self._commit_upload(rel, upload, preconditions, source_client))
+            result = await _shielded(
+                self._commit_upload(rel, upload, preconditions, source_client, record)
+            )
         finally:
             self.temp.discard(upload.temp)
-        # Recorded under the identity of the file built here (a rename keeps it), and only while
-        # that file is still at rel: another node's commit may have replaced it already.
-        if await self.chunks.record_live(rel, key, manifest):
+        if recorded:
             await self.chunks.drop_blobs(ref.hash for ref in manifest.chunks)
         return result
 
@@ -310,7 +320,7 @@ class Storage:
         if current is not None and current.is_dir:
             raise errors.conflict(f"{rel!r} is a directory", "is_directory")
 
-    async def _assemble(self, rel: str, manifest: Manifest) -> tuple[Upload, StatKey]:
+    async def _assemble(self, rel: str, manifest: Manifest) -> Upload:
         try:
             return await self._assemble_from_sources(rel, manifest)
         except SourcesChanged as changed:
@@ -323,12 +333,11 @@ class Storage:
         except SourcesChanged as changed:
             raise missing_chunks(changed.hashes) from None
 
-    async def _assemble_from_sources(self, rel: str, manifest: Manifest) -> tuple[Upload, StatKey]:
+    async def _assemble_from_sources(self, rel: str, manifest: Manifest) -> Upload:
         sources = await self._sources_of(rel, manifest)
         fd, temp = self.temp.create()
         try:
             assembled = await asyncio.to_thread(assemble, manifest, sources, fd)
-            key = StatKey.of(os.fstat(fd))
         except BaseException as error:
             self.temp.discard(temp)
             if isinstance(error, SourcesChanged):
@@ -346,7 +355,7 @@ class Storage:
             raise
         finally:
             os.close(fd)
-        return Upload(temp, assembled.digest, assembled.size), key
+        return Upload(temp, assembled.digest, assembled.size)
 
     async def _sources_of(self, rel: str, manifest: Manifest) -> dict[str, Source]:
         hashes = [ref.hash for ref in manifest.chunks]
@@ -400,7 +409,12 @@ class Storage:
                 self.temp.discard(temp)
 
     async def _commit_upload(
-        self, rel: str, upload: Upload, preconditions: Preconditions, source_client: str | None
+        self,
+        rel: str,
+        upload: Upload,
+        preconditions: Preconditions,
+        source_client: str | None,
+        installed: Callable[[StatKey], Awaitable[None]] | None = None,
     ) -> Result:
         async with self.locks.hold(rel):
             current = await asyncio.to_thread(self._current, rel, preconditions.need_hash)
@@ -412,6 +426,8 @@ class Storage:
             st, existed = await asyncio.to_thread(
                 self._install, rel, upload.temp, source_fd, manifests, source_client
             )
+            if installed is not None:
+                await installed(StatKey.of(st))
             self._kept(existed)
             self.hashes.put(StatKey.of(st), upload.digest)
             await self.recorder.ensure_directories(ancestors(rel), source_client, "api")
