@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import stat
@@ -17,8 +18,8 @@ from quantum_file_sync.chunkstore import Source, read_source
 from quantum_file_sync.download import etag_of
 from quantum_file_sync.errors import ApiError
 from quantum_file_sync.history import History, incomplete_version
-from quantum_file_sync.history_store import CursorError, TrashItem, Version
-from quantum_file_sync.metadata import HashCache, StatKey, file_metadata, rfc3339
+from quantum_file_sync.history_store import CursorError, TrashItem
+from quantum_file_sync.metadata import HashCache, StatKey, file_metadata
 from quantum_file_sync.paths import SafeRoot
 from quantum_file_sync.recorder import FileMetrics
 from quantum_file_sync.request_parsing import field, integer, json_object, source_client
@@ -68,15 +69,20 @@ class HistoryApi:
         limit = integer(request.query, "limit", minimum=1, maximum=MAX_PAGE) or MAX_PAGE
         query = f"versions:{rel}"
         before = _cursor(store.parse_cursor, query, request.query.get("cursor"))
-        found = await asyncio.to_thread(store.versions, rel, before, limit + 1)
-        page = found[:limit]
-        body = {
-            "path": rel,
-            "current": await asyncio.to_thread(self._current, rel),
-            "versions": [version_json(v) for v in page],
-            "next": store.cursor(query, page[-1].id) if len(found) > limit else None,
-        }
-        return web.json_response(body)
+
+        def page() -> tuple[list[tuple[str, int]], dict[str, Any] | None]:
+            return store.versions_json(rel, before, limit + 1), self._current(rel)
+
+        # The version objects come as JSON from SQLite: a page of 100 costs ~0.4 ms there,
+        # against ~2 ms building and encoding them in Python (bench/history.py).
+        found, current = await asyncio.to_thread(page)
+        shown = found[:limit]
+        cursor = store.cursor(query, shown[-1][1]) if len(found) > limit else None
+        body = (
+            f'{{"path":{json.dumps(rel)},"current":{json.dumps(current)},'
+            f'"versions":[{",".join(text for text, _ in shown)}],"next":{json.dumps(cursor)}}}'
+        )
+        return web.Response(text=body, content_type="application/json")
 
     def _current(self, rel: str) -> dict[str, Any] | None:
         try:
@@ -270,22 +276,6 @@ async def _fetch(history: History, sources: Mapping[str, Source], digest: str) -
         if digest in fresh:
             data = await asyncio.to_thread(read_source, fresh[digest])
     return data
-
-
-def version_json(version: Version) -> dict[str, Any]:
-    return {
-        "id": version.id,
-        "path": version.path,
-        "recorded_path": version.recorded_path,
-        "hash": version.hash,
-        "size": version.size,
-        "modified": rfc3339(version.mtime_ns),
-        "replaced": precise_time(version.replaced),
-        "reason": version.reason,
-        "source_client": version.source_client,
-        "origin": version.origin,
-        "complete": version.complete,
-    }
 
 
 def trash_json(item: TrashItem, complete: bool) -> dict[str, Any]:

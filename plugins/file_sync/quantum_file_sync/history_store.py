@@ -98,6 +98,14 @@ _VERSION_COLUMNS = (
     "id, path, recorded_path, hash, size, mtime_ns, replaced, reason, source_client, origin, "
     "pin, chunks, complete, trash"
 )
+_VERSION_JSON = """json_object(
+    'id', id, 'path', path, 'recorded_path', recorded_path, 'hash', hash, 'size', size,
+    'modified', strftime('%Y-%m-%dT%H:%M:%SZ', mtime_ns / 1000000000, 'unixepoch'),
+    'replaced', strftime('%Y-%m-%dT%H:%M:%S', replaced, 'unixepoch')
+        || printf('.%06dZ', CAST((replaced - CAST(replaced AS INTEGER)) * 1000000 AS INTEGER)),
+    'reason', reason, 'source_client', source_client, 'origin', origin,
+    'complete', json(CASE WHEN complete THEN 'true' ELSE 'false' END))"""
+"""A version row as the API's version object (times as RFC 3339 UTC, microseconds)."""
 _TRASH_COLUMNS = "id, path, is_dir, deleted, source_client, origin, size, hash, files, pinned"
 
 
@@ -720,11 +728,17 @@ class HistoryStore:
         rows = self._versions("id = ?", (version_id,))
         return rows[0] if rows else None
 
-    def versions(self, path: str, before: int | None, limit: int) -> list[Version]:
-        """Versions of ``path`` newest first, older than version ``before`` when given."""
-        if before is None:
-            return self._versions("path = ? ORDER BY id DESC LIMIT ?", (path, limit))
-        return self._versions("path = ? AND id < ? ORDER BY id DESC LIMIT ?", (path, before, limit))
+    def versions_json(self, path: str, before: int | None, limit: int) -> list[tuple[str, int]]:
+        """The versions of ``path`` newest first (older than version ``before`` when given),
+        each as its API object in JSON (docs/history.md), with its id."""
+        where, args = (
+            ("path = ?", (path,)) if before is None else ("path = ? AND id < ?", (path, before))
+        )
+        with self._lock:
+            return self.db.execute(
+                f"SELECT {_VERSION_JSON}, id FROM versions WHERE {where} ORDER BY id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
 
     def _versions(self, where: str, args: Sequence[Any]) -> list[Version]:
         with self._lock:
