@@ -8,10 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from quantum_file_sync.chunks import Manifest, manifest_of_fd
 
 from tests.client.conftest import wait_until
 from tests.file_sync.conftest import (
@@ -279,22 +282,35 @@ def test_edits_on_disk_keep_what_is_left(server: RunningQuantum) -> None:
     assert body.status == 200 and body.body == big
 
 
-def test_usage_counts_only_the_changed_chunks(server: RunningQuantum) -> None:
-    data = bytearray(os.urandom(8 * 1024 * 1024))
+def test_usage_counts_only_the_changed_chunks(server: RunningQuantum, tmp_path: Path) -> None:
+    data = bytearray(random.Random(5).randbytes(8 * 1024 * 1024))
+    kept: list[bytes] = []
     put(server, "big.bin", bytes(data))
     for n in range(3):
+        kept.append(bytes(data))
         data[4 * 1024 * 1024 + n] ^= 0xFF
         put(server, "big.bin", bytes(data))
     state = settled(server)
     assert state["versions"] == {"count": 3, "bytes": 3 * len(data)}
-    assert 0 < state["stored_bytes"] <= 3 * 5 * 1024 * 1024  # at most a few chunks each
-    assert state["stored_bytes"] < len(data)
+    # Stored: each distinct chunk of the three old versions that the live file does not hold.
+    live = {c.hash for c in cut(tmp_path, bytes(data)).chunks}
+    unique = {
+        c.hash: c.size for old in kept for c in cut(tmp_path, old).chunks if c.hash not in live
+    }
+    assert state["stored_bytes"] == sum(unique.values()) < len(data)
     first = versions(server, "big.bin")["versions"][-1]["id"]
     reply = http("GET", f"{server.url}/api/versions/big.bin?version={first}")
-    original = bytearray(data)
-    for n in range(3):
-        original[4 * 1024 * 1024 + n] ^= 0xFF
-    assert sha(reply.body) == sha(bytes(original))
+    assert sha(reply.body) == sha(kept[0])
+
+
+def cut(folder: Path, data: bytes) -> Manifest:
+    path = folder / "cut.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return manifest_of_fd(fd)[1]
+    finally:
+        os.close(fd)
 
 
 def test_usage_shape(server: RunningQuantum) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -94,6 +95,9 @@ CREATE INDEX IF NOT EXISTS trash_by_path ON trash (path);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
 _SUBTREE = "(path = ? OR (path > ? AND path < ?))"
+_IN_FLIGHT = 60.0
+"""Seconds after which a half-done step of another live node is taken for a crash's leftover
+(each step takes milliseconds)."""
 _VERSION_COLUMNS = (
     "id, path, recorded_path, hash, size, mtime_ns, replaced, reason, source_client, origin, "
     "pin, chunks, complete, trash"
@@ -247,38 +251,56 @@ class HistoryStore:
 
     def _recover(self) -> None:
         """Finish or undo what a crash interrupted (each step is ordered so one of the two is
-        always possible without losing a version or a deleted file)."""
+        always possible without losing a version or a deleted file).
+
+        Another node serving this root may be in the middle of the same steps right now: then
+        only what is older than :data:`_IN_FLIGHT` is taken for a crash's leftover."""
+        grace = _IN_FLIGHT if _other_instances_alive(self.base.parent / "tmp") else 0.0
+        now = time.time()
+
+        def old(moment: float) -> bool:
+            return now - moment > grace
+
         with self._lock:
             pinned = self.db.execute(
-                "SELECT id, path, pin, pin_ino, trash FROM versions WHERE pin IS NOT NULL"
+                "SELECT id, path, pin, pin_ino, trash, replaced FROM versions WHERE pin IS NOT NULL"
             ).fetchall()
         known_pins: set[str] = set()
         put_back: dict[int, list[int]] = {}
-        for version_id, path, pin, pin_ino, trash in pinned:
+        for version_id, path, pin, pin_ino, trash, replaced in pinned:
             known_pins.add(pin)
             try:
                 pin_st = os.stat(self.base / pin, follow_symlinks=False)
             except FileNotFoundError:
-                if trash is None:  # crashed before the link: the file was never replaced
+                if trash is None and old(replaced):  # crashed before the link: not replaced
                     self._forget_versions([version_id])
-                elif pin.startswith(f"trash/{trash}/"):
+                elif trash is not None and pin.startswith(f"trash/{trash}/"):
                     # A file of a trashed tree renamed back by a restore the crash interrupted
                     # before it was forgotten: it is live again, not in the trash.
                     put_back.setdefault(trash, []).append(version_id)
                 continue
-            if trash is None and pin_st.st_ino == pin_ino and self._live_ino(path) == pin_ino:
+            if (
+                trash is None
+                and pin_st.st_ino == pin_ino
+                and old(pin_st.st_ctime)
+                and self._live_ino(path) == pin_ino
+            ):
                 self._forget_versions([version_id])  # crashed before the rename
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.base / pin)
         for leftover in self.pins.iterdir():
             if f"pins/{leftover.name}" not in known_pins:
-                leftover.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    if old(leftover.lstat().st_ctime):
+                        leftover.unlink()
         for trash_id, restored in put_back.items():
             if os.path.isdir(self.trash_dir / str(trash_id)):
                 self.forget_restored(trash_id, restored)
         with self._lock:
-            items = self.db.execute("SELECT id, pinned, catalogued FROM trash").fetchall()
-        for trash_id, pinned_item, catalogued in items:
+            items = self.db.execute("SELECT id, pinned, catalogued, deleted FROM trash").fetchall()
+        for trash_id, pinned_item, catalogued, deleted in items:
+            if not old(deleted):
+                continue
             exists = os.path.lexists(self.trash_dir / str(trash_id))
             if pinned_item and not exists:
                 with self._write() as db:  # crashed before the rename, or restored meanwhile
@@ -287,7 +309,9 @@ class HistoryStore:
             elif pinned_item and not catalogued:
                 self.catalogue_trash(trash_id, {})
         for leftover in self._temp.iterdir():
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if old(leftover.lstat().st_mtime):
+                    leftover.unlink()
 
     def _live_ino(self, path: str) -> int | None:
         try:
@@ -1034,6 +1058,28 @@ class HistoryStore:
                 return False
             db.execute("INSERT OR REPLACE INTO meta VALUES ('retention', ?)", (now,))
         return True
+
+
+def _other_instances_alive(temp_areas: Path) -> bool:
+    """Whether another running instance serves this root: each holds an ``flock`` on its own
+    directory under ``ROOT/.quantum/tmp/`` (:class:`~quantum_file_sync.storage.TempArea`), and
+    this one holds its own, so more than one held lock means another."""
+    held = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in temp_areas.iterdir():
+            try:
+                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held += 1
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+    return held > 1
 
 
 def _NO_UPLOAD(digest: str) -> Path:
