@@ -10,11 +10,13 @@ import json
 import os
 import random
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from quantum_file_sync.chunks import Manifest, manifest_of_fd
+from quantum_file_sync.history_store import HistoryStore
 
 from tests.client.conftest import wait_until
 from tests.file_sync.conftest import (
@@ -373,3 +375,24 @@ def test_copies_below_zero_turns_copies_off(start_quantum: StartQuantum) -> None
     )
     assert reply.status == 409 and reply.json()["code"] == "version_incomplete"
     assert (server.root / "notes.txt").read_bytes() == b"THE original notes"
+
+
+def test_replaced_times_never_round_up_a_second(tmp_path: Path) -> None:
+    """The version list's times come from SQLite: a time just before a whole second keeps its
+    second (SQLite rounds to milliseconds before formatting)."""
+    store = HistoryStore(tmp_path)
+    store.open()
+    try:
+        for replaced in (1764777711.9996, 1764777711.0000004, 1764777711.5):
+            with store._write() as db:
+                db.execute("DELETE FROM versions")
+                db.execute(
+                    "INSERT INTO versions (path, recorded_path, size, mtime_ns, replaced, reason,"
+                    " origin) VALUES ('a', 'a', 0, 0, ?, 'update', 'api')",
+                    (replaced,),
+                )
+            ((text, _),) = store.versions_json("a", None, 10)
+            shown = datetime.fromisoformat(json.loads(text)["replaced"]).timestamp()
+            assert abs(shown - replaced) < 0.000002, (replaced, text)
+    finally:
+        store.close()

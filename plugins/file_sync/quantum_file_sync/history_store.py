@@ -105,11 +105,13 @@ _VERSION_COLUMNS = (
 _VERSION_JSON = """json_object(
     'id', id, 'path', path, 'recorded_path', recorded_path, 'hash', hash, 'size', size,
     'modified', strftime('%Y-%m-%dT%H:%M:%SZ', mtime_ns / 1000000000, 'unixepoch'),
-    'replaced', strftime('%Y-%m-%dT%H:%M:%S', replaced, 'unixepoch')
+    'replaced', strftime('%Y-%m-%dT%H:%M:%S', CAST(replaced AS INTEGER), 'unixepoch')
         || printf('.%06dZ', CAST((replaced - CAST(replaced AS INTEGER)) * 1000000 AS INTEGER)),
     'reason', reason, 'source_client', source_client, 'origin', origin,
     'complete', json(CASE WHEN complete THEN 'true' ELSE 'false' END))"""
-"""A version row as the API's version object (times as RFC 3339 UTC, microseconds)."""
+"""A version row as the API's version object (times as RFC 3339 UTC, microseconds). The
+seconds are formatted from the whole seconds: SQLite rounds a time to milliseconds first, so
+…:51.9996 would print as …:52 with the fraction .999600 after it."""
 _TRASH_COLUMNS = "id, path, is_dir, deleted, source_client, origin, size, hash, files, pinned"
 
 
