@@ -24,7 +24,7 @@ import bcrypt
 import pytest
 from yarl import URL
 
-from tests.support.processes import QuantumProcess, free_port, wait_for_port
+from tests.support.processes import QuantumProcess, free_ports, wait_for_port
 
 pytestmark = pytest.mark.caddy
 
@@ -537,8 +537,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     for name, text in FILES.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
-    caddy_ports = {case.name: free_port() for case in CASES}
-    quantum_ports = {case.name: free_port() for case in CASES}
+    ports = iter(free_ports(2 * len(CASES)))
+    caddy_ports = {case.name: next(ports) for case in CASES}
+    quantum_ports = {case.name: next(ports) for case in CASES}
     caddy_config = work / "caddy.json"
     caddy_config.write_text(json.dumps(make_config(root, caddy_ports)))
     env = {**os.environ, "XDG_DATA_HOME": str(work / "xdg"), "XDG_CONFIG_HOME": str(work / "xdg")}
