@@ -25,10 +25,10 @@ from quantum_file_sync.client import history_cli
 from quantum_file_sync.client.exit_codes import ClientExit, ExitCode
 from quantum_file_sync.client.logs import Logger
 from quantum_file_sync.client.progress import Progress, SyncStats
+from quantum_file_sync.client.server_arguments import add_server_arguments
 from quantum_file_sync.client.sync import ClientOptions, RealtimeSyncClient
 
 PROG = "realtime-sync-client"
-TOKEN_ENV = "QUANTUM_TOKEN"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
             "{versions,restore,trash,undelete} --help. See docs/sync-client.md."
         ),
     )
-    parser.add_argument("--server", required=True, metavar="URL", help="e.g. http://localhost:8080")
+    add_server_arguments(parser)
     parser.add_argument(
         "--local-path", required=True, type=Path, metavar="DIR", help="the folder to sync"
     )
@@ -61,12 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-id",
         metavar="ID",
         help="this folder's client id (default: generated once per folder and kept)",
-    )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get(TOKEN_ENV),
-        metavar="TOKEN",
-        help=f"bearer token for the server (default: ${TOKEN_ENV})",
     )
     parser.add_argument(
         "--ignore",

@@ -39,11 +39,11 @@ from quantum_file_sync.client.exit_codes import (
 )
 from quantum_file_sync.client.progress import human_bytes
 from quantum_file_sync.client.remote import ConnectionLost, RemoteClient, RemoteError
+from quantum_file_sync.client.server_arguments import add_server_arguments
 from quantum_file_sync.client.urls import InvalidServerUrl, normalize_server
 from quantum_file_sync.paths import PathError, validate
 
 PROG = "realtime-sync-client"
-TOKEN_ENV = "QUANTUM_TOKEN"
 COMMANDS = ("versions", "restore", "trash", "undelete")
 """First words of the command line that run a history command instead of a sync."""
 PAGE_LIMIT = 100
@@ -76,13 +76,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--server", required=True, metavar="URL", help="e.g. http://localhost:8080")
-    common.add_argument(
-        "--token",
-        default=os.environ.get(TOKEN_ENV),
-        metavar="TOKEN",
-        help=f"bearer token for the server (default: ${TOKEN_ENV})",
-    )
+    add_server_arguments(common)
     common.add_argument(
         "--client-id", metavar="ID", help="sent as X-Quantum-Client (recorded with restores)"
     )
