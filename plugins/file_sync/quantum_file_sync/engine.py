@@ -181,7 +181,8 @@ class SyncEngine:
         history_store: HistoryStore | None = None
         if settings.history.enabled:
             history_store = HistoryStore(root.path)
-            await asyncio.to_thread(history_store.open)
+            others_alive = await asyncio.to_thread(temp.others_alive)
+            await asyncio.to_thread(history_store.open, others_alive=others_alive)
             self._on_close(lambda: asyncio.to_thread(history_store.close))
             chunks.more_sources = history_store.sources
             self.history = History(

@@ -80,7 +80,6 @@ class History:
         self._logger = structlog.get_logger("quantum.file_sync.history")
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._idle = asyncio.Event()
         self._reading = 0
         """Version downloads streaming now: blobs are not collected under them."""
         self._copies: dict[str, Manifest] = {}
@@ -103,12 +102,7 @@ class History:
 
     def wake(self) -> None:
         """Something was kept: compact it (and check the cap) soon."""
-        self._idle.clear()
         self._wake.set()
-
-    async def settled(self) -> None:
-        """Wait until the compactor has nothing pending (benchmarks, tests)."""
-        await self._idle.wait()
 
     # -- the compactor ------------------------------------------------------------------------
 
@@ -126,9 +120,6 @@ class History:
                 self._logger.exception("history compaction failed; retrying later")
                 await asyncio.sleep(5.0)
                 self._wake.set()
-                continue
-            if not self._wake.is_set():
-                self._idle.set()
 
     async def compact_pending(self) -> None:
         # Every pending pin's manifest is known before any is compacted, so a chunk an older
@@ -385,12 +376,10 @@ class History:
                 self._logger.exception("history retention failed")
             await asyncio.sleep(self.settings.interval)
 
-    async def retain(self, *, force: bool = False) -> Purged:
+    async def retain(self) -> Purged:
         """One pass of thinning and age limits (once per interval among nodes), then the cap."""
         now = time.time()
-        claimed = force or await asyncio.to_thread(
-            self.store.claim_retention, now, self.settings.interval
-        )
+        claimed = await asyncio.to_thread(self.store.claim_retention, now, self.settings.interval)
         purged = Purged((), 0, 0)
         if claimed:
             versions, trash = await asyncio.to_thread(self.store.expired, now, self.policy)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -200,7 +199,9 @@ class HistoryStore:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, *, others_alive: bool = False) -> None:
+        """Open the catalogue and recover from a crash; ``others_alive``: another running
+        instance serves this root (see :meth:`_recover`)."""
         for directory in (self.pins, self.trash_dir, self.blobs, self._temp):
             directory.mkdir(parents=True, exist_ok=True)
         self._secret = self._load_secret()
@@ -210,7 +211,7 @@ class HistoryStore:
         db.execute("PRAGMA busy_timeout=10000")
         db.executescript(_SCHEMA)
         self._db = db
-        self._recover()
+        self._recover(others_alive)
 
     def close(self) -> None:
         with self._lock:
@@ -251,13 +252,13 @@ class HistoryStore:
                 raise
             self.db.execute("COMMIT")
 
-    def _recover(self) -> None:
+    def _recover(self, others_alive: bool) -> None:
         """Finish or undo what a crash interrupted (each step is ordered so one of the two is
         always possible without losing a version or a deleted file).
 
         Another node serving this root may be in the middle of the same steps right now: then
         only what is older than :data:`_IN_FLIGHT` is taken for a crash's leftover."""
-        grace = _IN_FLIGHT if _other_instances_alive(self.base.parent / "tmp") else 0.0
+        grace = _IN_FLIGHT if others_alive else 0.0
         now = time.time()
 
         def old(moment: float) -> bool:
@@ -1047,11 +1048,6 @@ class HistoryStore:
         for _, kind, item_id in candidates:
             yield kind, item_id
 
-    def last_retention(self) -> float:
-        with self._lock:
-            row = self.db.execute("SELECT value FROM meta WHERE key = 'retention'").fetchone()
-        return float(row[0]) if row else 0.0
-
     def claim_retention(self, now: float, interval: float) -> bool:
         """One retention pass per interval among the nodes sharing this root."""
         with self._write() as db:
@@ -1060,28 +1056,6 @@ class HistoryStore:
                 return False
             db.execute("INSERT OR REPLACE INTO meta VALUES ('retention', ?)", (now,))
         return True
-
-
-def _other_instances_alive(temp_areas: Path) -> bool:
-    """Whether another running instance serves this root: each holds an ``flock`` on its own
-    directory under ``ROOT/.quantum/tmp/`` (:class:`~quantum_file_sync.storage.TempArea`), and
-    this one holds its own, so more than one held lock means another."""
-    held = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in temp_areas.iterdir():
-            try:
-                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held += 1
-            else:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
-    return held > 1
 
 
 def _NO_UPLOAD(digest: str) -> Path:

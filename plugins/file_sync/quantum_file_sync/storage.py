@@ -112,17 +112,17 @@ class TempArea:
 
     @staticmethod
     def _remove_if_abandoned(path: str) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # a live instance owns it
-        finally:
-            os.close(fd)
-        shutil.rmtree(path, ignore_errors=True)
+        if _held(path) is False:  # not a live instance's
+            shutil.rmtree(path, ignore_errors=True)
+
+    def others_alive(self) -> bool:
+        """Whether another running instance has its temp area here (on a shared root)."""
+        own = self.base / self._name
+        return any(
+            entry.path != str(own) and _held(entry.path)
+            for entry in os.scandir(self.base)
+            if entry.is_dir(follow_symlinks=False)
+        )
 
     def close(self) -> None:
         if self._fd is None:
@@ -691,6 +691,22 @@ class _write_errors:
             raise errors.not_found(f"{self.rel!r} does not exist") from error
         if isinstance(error, IsADirectoryError):
             raise errors.conflict(f"{self.rel!r} is a directory", "is_directory") from error
+
+
+def _held(directory: str) -> bool | None:
+    """Whether a live instance holds the ``flock`` of its temp area ``directory`` (``None``:
+    it cannot be opened). A lock taken here to find out is released at once."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class _history_errors:
