@@ -3,11 +3,15 @@ configs, result files."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -74,6 +78,30 @@ def wait_or_kill(process: subprocess.Popen[Any], timeout: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def run_sized(
+    description: str, prefix: str, measure: Callable[[int, Path], dict[str, Any]]
+) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The command line of a benchmark over one file of ``--mib`` MiB (``--json``, ``--keep``):
+    ``measure(size, workdir)`` runs in a fresh folder under ``/var/tmp`` (same disk as
+    ``/tmp``), removed afterwards unless ``--keep`` or the measurement fails."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--mib", type=int, default=1024, help="file size (default 1024)")
+    parser.add_argument("--json", action="store_true", help="also write bench/results/")
+    parser.add_argument("--keep", action="store_true", help="keep the folders and logs")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    try:
+        results = measure(args.mib * 1024 * 1024, work)
+    except BaseException:
+        print(f"failed; the folders and logs are kept in {work}", file=sys.stderr)
+        raise
+    if args.keep:
+        print(f"folders and logs kept in {work}")
+    else:
+        shutil.rmtree(work)
+    return args, results
 
 
 def write_results(name: str, data: Any) -> Path:

@@ -28,7 +28,6 @@ line, one JSON object; ``--json`` also writes ``bench/results/delta_sync.json``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -36,7 +35,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -46,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import rsync_daemon, stop_process, write_results
+from common import rsync_daemon, run_sized, stop_process, write_results
 from quantum_file_sync.chunks import manifest_of_file
 from sync_latency import client_command, quantum_server
 
@@ -296,21 +294,7 @@ TARGETS = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mib", type=int, default=1024, help="file size (default 1024)")
-    parser.add_argument("--json", action="store_true", help="also write bench/results/")
-    parser.add_argument("--keep", action="store_true", help="keep the folders and logs")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="quantum-delta-", dir="/var/tmp"))
-    try:
-        results = measure(args.mib * MiB, work)
-    except BaseException:
-        print(f"failed; the folders and logs are kept in {work}", file=sys.stderr)
-        raise
-    if args.keep:
-        print(f"folders and logs kept in {work}")
-    else:
-        shutil.rmtree(work)
+    args, results = run_sized(__doc__.split("\n\n")[0], "quantum-delta-", measure)
     print("| measure | value | target | met |\n|---|---|---|---|")
     for key, value in results.items():
         target = TARGETS.get(key)

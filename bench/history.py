@@ -38,7 +38,6 @@ object; ``--json`` also writes ``bench/results/history.json``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import http.client
@@ -48,7 +47,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -59,7 +57,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import rsync_daemon, write_results
+from common import rsync_daemon, run_sized, write_results
 from delta_sync import arrival, client, make_file, sha256_of, wait_for
 from sync_latency import percentile, quantum_server
 
@@ -524,22 +522,8 @@ def judge(results: dict[str, Any]) -> list[tuple[str, Any, str, float | None, bo
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mib", type=int, default=1024, help="file size (default 1024)")
-    parser.add_argument("--json", action="store_true", help="also write bench/results/")
-    parser.add_argument("--keep", action="store_true", help="keep the folders and logs")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="quantum-history-", dir="/var/tmp"))
-    try:
-        results = measure(args.mib * MiB, work)
-    except BaseException:
-        print(f"failed; the folders and logs are kept in {work}", file=sys.stderr)
-        raise
+    args, results = run_sized(__doc__.split("\n\n")[0], "quantum-history-", measure)
     rows = judge(results)
-    if args.keep:
-        print(f"folders and logs kept in {work}")
-    else:
-        shutil.rmtree(work)
     print("| measure | value |\n|---|---|")
     for key, value in results.items():
         print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
