@@ -396,3 +396,40 @@ def test_replaced_times_never_round_up_a_second(tmp_path: Path) -> None:
             assert abs(shown - replaced) < 0.000002, (replaced, text)
     finally:
         store.close()
+
+
+def test_a_pin_is_not_compacted_before_its_replacement_is_renamed_in(tmp_path: Path) -> None:
+    """A replaced file is catalogued and linked before its successor is renamed in. A
+    compaction in that window sees every chunk of it in the live file (it still *is* the live
+    file): it must keep the pin, or the version loses every chunk the successor changes."""
+    store = HistoryStore(tmp_path)
+    store.open()
+    try:
+        live = tmp_path / "doc.bin"
+        data = random.Random(3).randbytes(2 * 1024 * 1024)
+        live.write_bytes(data)
+        fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            version_id = store.pin_replaced(
+                fd, "doc.bin", "doc.bin", os.stat(live), None, None, None, "api"
+            )
+        finally:
+            os.close(fd)
+        version = store.ensure_manifest(store.pending()[0])
+
+        def everything_live(hashes: list[str]) -> set[str]:
+            return set(hashes)  # what the chunk store says: the file at doc.bin holds them
+
+        def no_upload(digest: str) -> Path:
+            raise FileNotFoundError(digest)
+
+        assert not store.compact(version, everything_live, no_upload)
+        assert [v.id for v in store.pending()] == [version_id]
+        live.unlink()
+        live.write_bytes(b"the successor")  # now it is replaced: compaction keeps the chunks
+        assert store.compact(version, lambda hashes: set(), no_upload)
+        assert store.pending() == []
+        assert version.manifest is not None
+        assert all(store.blob_path(c.hash).exists() for c in version.manifest.chunks)
+    finally:
+        store.close()

@@ -623,16 +623,29 @@ class HistoryStore:
 
     def compact(
         self, version: Version, live: LiveChunks, upload_blob: Callable[[str], Path]
-    ) -> None:
+    ) -> bool:
         """Reduce a pinned version to history blobs of the chunks nothing else holds, then drop
-        its pin (``upload_blob`` names where the chunk store keeps an uploaded chunk)."""
+        its pin (``upload_blob`` names where the chunk store keeps an uploaded chunk).
+
+        ``False`` (the pin is kept for a later pass) while the pinned file is still the live
+        one — its replacement is catalogued before it is renamed in, and until then every
+        chunk of it looks live — or when a chunk of it could be read neither elsewhere nor
+        from the pin."""
         manifest = version.manifest
         assert manifest is not None and version.pin is not None
-        self._secure(manifest.chunks, version.pin, live, upload_blob)
+        try:
+            pinned = os.stat(self.base / version.pin, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            pinned = None  # restored or purged meanwhile: nothing left to keep
+        if pinned is not None and self._live_ino(version.path) == pinned:
+            return False
+        if pinned is not None and self._secure(manifest.chunks, version.pin, live, upload_blob):
+            return False
         with self._write() as db:
             db.execute("UPDATE versions SET pin = NULL WHERE id = ?", (version.id,))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.base / version.pin)
+        return True
 
     def settle(
         self, version: Version, live: LiveChunks, upload_blob: Callable[[str], Path]
